@@ -1,0 +1,85 @@
+"""gradtx: composable, jit-compiled gradient transformations for JAX.
+
+The public namespace is flat: ``gradtx.adam``, ``gradtx.chain``, ``gradtx.scale_by_rms``,
+``gradtx.cosine_decay_schedule``. Layers and initializers live in ``gradtx.nn``.
+"""
+
+from gradtx.adam import (
+    AdamState,
+    AmsgradState,
+    adam,
+    adamax,
+    adamw,
+    amsgrad,
+    nadam,
+    scale_by_adam,
+    scale_by_adamax,
+    scale_by_amsgrad,
+)
+from gradtx.base import (
+    EmptyState,
+    GradientTransformation,
+    OptState,
+    Params,
+    ScalarOrSchedule,
+    Schedule,
+    Updates,
+    apply_updates,
+    identity,
+    stateless,
+    stateless_with_tree_map,
+    value_at,
+)
+from gradtx.combinators import (
+    MaskedNode,
+    MaskedState,
+    PartitionState,
+    chain,
+    freeze,
+    masked,
+    named_chain,
+    partition,
+    set_to_zero,
+)
+from gradtx.momentum import (
+    EmaState,
+    HeavyBallState,
+    TraceState,
+    bias_correction,
+    ema,
+    heavy_ball,
+    nesterov_lookahead,
+    sgd,
+    trace,
+)
+from gradtx.regularization import (
+    AddDecayedWeightsState,
+    adaptive_grad_clip,
+    add_decayed_weights,
+    clip,
+    clip_by_global_norm,
+    unitwise_norm,
+)
+from gradtx.rms import (
+    AdadeltaState,
+    AdagradState,
+    RmsState,
+    adadelta,
+    adagrad,
+    rmsprop,
+    scale_by_adadelta,
+    scale_by_adagrad,
+    scale_by_rms,
+)
+from gradtx.scaling import ScaleByScheduleState, scale, scale_by_learning_rate, scale_by_schedule
+from gradtx.sign import RpropState, rprop, scale_by_rprop, scale_by_sign, sign_sgd
+from gradtx.tree_utils import (
+    check_trees_match,
+    saturating_increment,
+    tree_global_norm,
+    tree_zeros_like,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [name for name in dir() if not name.startswith("_")]

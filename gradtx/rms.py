@@ -1,0 +1,312 @@
+"""Per-parameter step sizes from squared-gradient statistics: AdaGrad, RMSProp, AdaDelta.
+
+Each building block returns the *scaled gradient* (no learning rate, no sign flip); the named
+optimizers chain it with ``scale_by_learning_rate``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gradtx.base import GradientTransformation, Params, PyTree, ScalarOrSchedule, value_at
+from gradtx.combinators import chain
+from gradtx.momentum import bias_correction as debias
+from gradtx.momentum import trace
+from gradtx.regularization import add_decayed_weights
+from gradtx.scaling import scale_by_learning_rate
+from gradtx.tree_utils import (
+    cast_like,
+    check_float_leaves,
+    check_trees_match,
+    saturating_increment,
+    tree_full_like,
+    tree_zeros_like,
+    zero_step_count,
+)
+from gradtx.validation import check_decay, check_non_negative
+
+
+class AdagradState(NamedTuple):
+    """State of ``scale_by_adagrad``: the running sum of squared gradients ``s``."""
+
+    sum_of_squares: PyTree
+
+
+def scale_by_adagrad(
+    initial_accumulator_value: float = 0.1, eps: float = 1e-7, *, eps_in_sqrt: bool = True
+) -> GradientTransformation:
+    """AdaGrad scaling: divide by the root of the sum of all squared gradients so far.
+
+    .. math::
+        s_t = s_{t-1} + g_t^2, \\qquad
+        u_t = g_t / \\sqrt{s_t + \\epsilon} \\ (\\text{eps\\_in\\_sqrt}), \\quad
+        u_t = g_t / (\\sqrt{s_t} + \\epsilon) \\ (\\text{otherwise})
+
+    with ``s_0 = initial_accumulator_value``; where ``s_t = 0`` the update is 0.
+
+    Args:
+      initial_accumulator_value: ``s_0`` >= 0. Default 0.1 (Optax); torch uses 0.
+      eps: ``epsilon`` >= 0. Default 1e-7 (Optax); torch uses 1e-10 outside the root.
+      eps_in_sqrt: where ``epsilon`` goes. Default True (Optax); False matches torch.
+
+    State: ``AdagradState(sum_of_squares=s)``.
+    Reference: Duchi, Hazan, Singer, "Adaptive subgradient methods", JMLR 2011.
+    """
+    check_non_negative(initial_accumulator_value, "initial_accumulator_value")
+    check_non_negative(eps, "eps")
+
+    def init_fn(params: Params) -> AdagradState:
+        check_float_leaves(params)
+        return AdagradState(tree_full_like(params, initial_accumulator_value))
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args
+        check_trees_match(updates, state.sum_of_squares, name="updates", reference_name="adagrad state")
+        sum_of_squares = jax.tree.map(lambda g, s: s + jnp.square(g), updates, state.sum_of_squares)
+
+        def scaled(g, s):
+            if eps_in_sqrt:
+                return jnp.where(s > 0, g * jax.lax.rsqrt(s + cast_like(eps, s)), 0).astype(s.dtype)
+            return g / (jnp.sqrt(s) + cast_like(eps, s))
+
+        return jax.tree.map(scaled, updates, sum_of_squares), AdagradState(sum_of_squares)
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+class RmsState(NamedTuple):
+    """State of ``scale_by_rms``.
+
+    ``nu`` is the moving average of ``g^2``; ``mu`` the moving average of ``g`` when
+    ``centered=True`` and ``None`` otherwise.
+    """
+
+    step_count: jax.Array
+    nu: PyTree
+    mu: PyTree
+
+
+def scale_by_rms(
+    decay: ScalarOrSchedule = 0.9,
+    eps: float = 1e-8,
+    initial_scale: float = 0.0,
+    eps_in_sqrt: bool = True,
+    centered: bool = False,
+    bias_correction: bool = False,
+) -> GradientTransformation:
+    """RMSProp scaling: divide by the root of a moving average of squared gradients.
+
+    .. math::
+        \\nu_t = \\rho \\nu_{t-1} + (1 - \\rho) g_t^2, \\qquad
+        m_t = \\rho m_{t-1} + (1 - \\rho) g_t \\ (\\text{centered only})
+
+        d_t = \\nu_t - m_t^2 \\ (\\text{centered}), \\ \\text{else } d_t = \\nu_t, \\qquad
+        u_t = g_t / \\sqrt{d_t + \\epsilon} \\ (\\text{eps\\_in\\_sqrt}) \\ \\text{or} \\
+        g_t / (\\sqrt{d_t} + \\epsilon)
+
+    With ``bias_correction``, ``nu`` and ``m`` are divided by ``1 - rho^t`` first.
+
+    Args:
+      decay: ``rho`` in [0, 1) or a schedule. Default 0.9 (Optax); torch's ``alpha`` is 0.99.
+      eps: ``epsilon`` >= 0. Default 1e-8.
+      initial_scale: ``nu_0``. Default 0.
+      eps_in_sqrt: where ``epsilon`` goes. Default True (Optax); False matches torch.
+      centered: subtract the squared mean (Graves 2013). Default False.
+      bias_correction: debias the averages. Default False.
+
+    State: ``RmsState(step_count, nu, mu)``, with ``mu=None`` when not centered.
+    Matches ``optax.scale_by_rms`` / ``optax.scale_by_stddev``; with ``eps_in_sqrt=False`` the
+    denominator of ``torch.optim.RMSprop``. Reference: Tieleman & Hinton, Lecture 6.5, 2012.
+    """
+    check_decay(decay, "decay")
+    check_non_negative(eps, "eps")
+    check_non_negative(initial_scale, "initial_scale")
+
+    def init_fn(params: Params) -> RmsState:
+        check_float_leaves(params)
+        mu = tree_zeros_like(params) if centered else None
+        return RmsState(zero_step_count(), tree_full_like(params, initial_scale), mu)
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args
+        check_trees_match(updates, state.nu, name="updates", reference_name="rms state")
+        rho = value_at(decay, state.step_count)
+        step_count = saturating_increment(state.step_count)
+        nu = jax.tree.map(
+            lambda g, n: cast_like(rho, n) * n + cast_like(1 - rho, n) * jnp.square(g), updates, state.nu
+        )
+        nu_hat = debias(nu, rho, step_count) if bias_correction else nu
+        if centered:
+            mu = jax.tree.map(lambda g, m: cast_like(rho, m) * m + cast_like(1 - rho, m) * g, updates, state.mu)
+            mu_hat = debias(mu, rho, step_count) if bias_correction else mu
+            denominator_sq = jax.tree.map(lambda n, m: n - jnp.square(m), nu_hat, mu_hat)
+        else:
+            mu = None
+            denominator_sq = nu_hat
+
+        def scaled(g, d):
+            if eps_in_sqrt:
+                return g * jax.lax.rsqrt(d + cast_like(eps, d))
+            return g / (jnp.sqrt(d) + cast_like(eps, d))
+
+        return jax.tree.map(scaled, updates, denominator_sq), RmsState(step_count, nu, mu)
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+class AdadeltaState(NamedTuple):
+    """State of ``scale_by_adadelta``: moving averages of ``g^2`` and of ``Delta^2``."""
+
+    squared_gradient_avg: PyTree
+    squared_delta_avg: PyTree
+
+
+def scale_by_adadelta(rho: float = 0.9, eps: float = 1e-6) -> GradientTransformation:
+    """AdaDelta scaling (Zeiler 2012): a step with the units of the parameters.
+
+    .. math::
+        E[g^2]_t = \\rho E[g^2]_{t-1} + (1-\\rho) g_t^2, \\qquad
+        \\Delta_t = \\frac{\\sqrt{E[\\Delta^2]_{t-1} + \\epsilon}}{\\sqrt{E[g^2]_t + \\epsilon}} g_t,
+        \\qquad E[\\Delta^2]_t = \\rho E[\\Delta^2]_{t-1} + (1-\\rho) \\Delta_t^2
+
+    Returns ``u_t = Delta_t`` (a direction to *subtract*); ``adadelta`` flips the sign.
+
+    Args:
+      rho: decay in [0, 1). Default 0.9.
+      eps: ``epsilon`` > 0; it also sets the first step's size, ``sqrt(eps)``. Default 1e-6.
+
+    State: ``AdadeltaState(squared_gradient_avg, squared_delta_avg)``.
+    Matches ``optax.scale_by_adadelta`` and the inner step of ``torch.optim.Adadelta``.
+    """
+    check_decay(rho, "rho")
+    check_non_negative(eps, "eps")
+
+    def init_fn(params: Params) -> AdadeltaState:
+        check_float_leaves(params)
+        return AdadeltaState(tree_zeros_like(params), tree_zeros_like(params))
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args
+        check_trees_match(updates, state.squared_gradient_avg, name="updates", reference_name="adadelta state")
+        grad_avg = jax.tree.map(
+            lambda g, e: cast_like(rho, e) * e + cast_like(1 - rho, e) * jnp.square(g),
+            updates,
+            state.squared_gradient_avg,
+        )
+        deltas = jax.tree.map(
+            lambda g, eg, ex: jnp.sqrt(ex + cast_like(eps, ex)) / jnp.sqrt(eg + cast_like(eps, eg)) * g,
+            updates,
+            grad_avg,
+            state.squared_delta_avg,
+        )
+        delta_avg = jax.tree.map(
+            lambda d, e: cast_like(rho, e) * e + cast_like(1 - rho, e) * jnp.square(d),
+            deltas,
+            state.squared_delta_avg,
+        )
+        return deltas, AdadeltaState(grad_avg, delta_avg)
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def adagrad(
+    learning_rate: ScalarOrSchedule,
+    initial_accumulator_value: float = 0.1,
+    eps: float = 1e-7,
+    *,
+    eps_in_sqrt: bool = True,
+) -> GradientTransformation:
+    """AdaGrad: ``w_t = w_{t-1} - eta_t g_t / sqrt(s_t + eps)`` with ``s_t = s_{t-1} + g_t^2``.
+
+    Args:
+      learning_rate: ``eta`` >= 0 or a schedule.
+      initial_accumulator_value, eps, eps_in_sqrt: see ``scale_by_adagrad``.
+
+    Defaults are Optax's (``optax.adagrad``, same numbers). For ``torch.optim.Adagrad(lr)`` use
+    ``adagrad(lr, initial_accumulator_value=0.0, eps=1e-10, eps_in_sqrt=False)``; torch's
+    ``lr_decay`` is the schedule ``t -> lr / (1 + t * lr_decay)``.
+    Reference: Duchi, Hazan, Singer, JMLR 2011.
+    """
+    return chain(
+        scale_by_adagrad(initial_accumulator_value, eps, eps_in_sqrt=eps_in_sqrt),
+        scale_by_learning_rate(learning_rate),
+    )
+
+
+def rmsprop(
+    learning_rate: ScalarOrSchedule,
+    decay: ScalarOrSchedule = 0.9,
+    eps: float = 1e-8,
+    initial_scale: float = 0.0,
+    eps_in_sqrt: bool = True,
+    centered: bool = False,
+    momentum: ScalarOrSchedule | None = None,
+    nesterov: bool = False,
+    bias_correction: bool = False,
+) -> GradientTransformation:
+    """RMSProp, optionally centered and with heavy-ball or Nesterov momentum.
+
+    .. math::
+        r_t = \\rho r_{t-1} + (1-\\rho) g_t^2, \\qquad s_t = \\eta_t g_t / \\sqrt{r_t + \\epsilon}
+
+        \\text{no momentum: } w_t = w_{t-1} - s_t; \\qquad
+        \\text{momentum: } b_t = \\mu b_{t-1} + s_t,\\ w_t = w_{t-1} - b_t
+        \\ (\\text{Nesterov: } w_t = w_{t-1} - (s_t + \\mu b_t))
+
+    With ``momentum`` and ``nesterov=True`` this is the lectures' "RMSProp with Nesterov
+    momentum" (Goodfellow et al., Algorithm 8.6) in the reformulated variables ``w~ = w + mu v``,
+    which takes the gradient at the current iterate instead of at an interim point.
+
+    Args:
+      learning_rate: ``eta`` >= 0 or a schedule.
+      decay, eps, initial_scale, eps_in_sqrt, centered, bias_correction: see ``scale_by_rms``.
+      momentum: ``mu`` in [0, 1) or None. Default None.
+      nesterov: Nesterov momentum. Default False.
+
+    Arguments and defaults are ``optax.rmsprop``'s. ``torch.optim.RMSprop(lr, alpha, eps,
+    momentum, centered)`` is ``rmsprop(lr, decay=alpha, eps=eps, eps_in_sqrt=False,
+    centered=centered, momentum=momentum or None)``, step for step.
+    """
+    check_non_negative(learning_rate, "learning_rate")
+    transforms = [
+        scale_by_rms(decay, eps, initial_scale, eps_in_sqrt, centered, bias_correction),
+        scale_by_learning_rate(learning_rate),
+    ]
+    if momentum is not None:
+        check_decay(momentum, "momentum")
+        transforms.append(trace(decay=momentum, nesterov=nesterov))
+    return chain(*transforms)
+
+
+def adadelta(
+    learning_rate: ScalarOrSchedule | None = None,
+    rho: float = 0.9,
+    eps: float = 1e-6,
+    weight_decay: ScalarOrSchedule = 0.0,
+    weight_decay_mask=None,
+) -> GradientTransformation:
+    """AdaDelta (Zeiler 2012): ``w_t = w_{t-1} - eta_t Delta_t``; learning-rate free by default.
+
+    ``Delta_t`` is defined in ``scale_by_adadelta``. With ``learning_rate=None`` the step is
+    Zeiler's rule ``w_t = w_{t-1} - Delta_t`` (i.e. ``eta = 1``), which descends; this equals
+    ``torch.optim.Adadelta(lr=1.0, rho, eps)`` step for step. A positive ``weight_decay`` adds
+    ``lambda w`` to the gradient first (torch's ``weight_decay``).
+
+    Args:
+      learning_rate: ``eta`` >= 0, a schedule, or None (Zeiler's rule, ``eta = 1``). Default None.
+      rho: decay in [0, 1). Default 0.9.
+      eps: ``epsilon``. Default 1e-6.
+      weight_decay: L2 coefficient ``lambda`` added to the gradient. Default 0.
+      weight_decay_mask: tree of booleans (or function of params) choosing decayed leaves.
+
+    Differs from ``optax.adadelta`` with ``learning_rate=None``, which does not move downhill.
+    """
+    check_non_negative(learning_rate if learning_rate is not None else 1.0, "learning_rate")
+    return chain(
+        add_decayed_weights(weight_decay, mask=weight_decay_mask),
+        scale_by_adadelta(rho=rho, eps=eps),
+        scale_by_learning_rate(1.0 if learning_rate is None else learning_rate),
+    )

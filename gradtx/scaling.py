@@ -1,0 +1,68 @@
+"""Scaling by constants, learning rates and schedules."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gradtx.base import EmptyState, GradientTransformation, Params, ScalarOrSchedule, value_at
+from gradtx.tree_utils import saturating_increment, zero_step_count
+from gradtx.validation import check_non_negative
+
+
+def scale(step_size: float | jax.Array) -> GradientTransformation:
+    """``u <- alpha g`` for a fixed ``alpha = step_size``; no state. Matches ``optax.scale``."""
+
+    def init_fn(params: Params) -> EmptyState:
+        del params
+        return EmptyState()
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args
+        return jax.tree.map(lambda g: g * jnp.asarray(step_size, jnp.result_type(g)), updates), state
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+class ScaleByScheduleState(NamedTuple):
+    """State of ``scale_by_schedule``: the number of updates applied so far."""
+
+    step_count: jax.Array
+
+
+def scale_by_schedule(step_size_fn) -> GradientTransformation:
+    """``u_t <- alpha(t) g_t`` with ``t = 0`` on the first update. Matches ``optax.scale_by_schedule``.
+
+    State: ``ScaleByScheduleState(step_count)``, an int32 that saturates at its maximum.
+    """
+
+    def init_fn(params: Params) -> ScaleByScheduleState:
+        del params
+        return ScaleByScheduleState(zero_step_count())
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args
+        step_size = step_size_fn(state.step_count)
+        updates = jax.tree.map(lambda g: g * jnp.asarray(step_size).astype(jnp.result_type(g)), updates)
+        return updates, ScaleByScheduleState(saturating_increment(state.step_count))
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def scale_by_learning_rate(learning_rate: ScalarOrSchedule, *, flip_sign: bool = True) -> GradientTransformation:
+    """``u_t <- -eta_t g_t`` (descent), or ``+eta_t g_t`` with ``flip_sign=False``.
+
+    Args:
+      learning_rate: ``eta``, a float, an array or a schedule ``t -> eta_t``; must be >= 0
+        when given as a number.
+      flip_sign: negate, so that ``apply_updates`` descends. Default True.
+
+    State: ``ScaleByScheduleState(step_count)`` whether ``learning_rate`` is fixed or scheduled,
+    so that swapping one for the other keeps the state's type.
+    Matches ``optax.scale_by_learning_rate`` in value.
+    """
+    check_non_negative(learning_rate, "learning_rate")
+    sign = -1.0 if flip_sign else 1.0
+    return scale_by_schedule(lambda step_count: sign * value_at(learning_rate, step_count))

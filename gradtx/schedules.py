@@ -1,0 +1,440 @@
+"""Schedules: functions ``step -> value`` for any hyperparameter that accepts a float.
+
+A schedule is called with the step count ``t`` (an int32 array, ``t = 0`` on the first update)
+and returns a scalar. Every hyperparameter documented as ``ScalarOrSchedule`` accepts either.
+
+The schedules below are pure ``jax.numpy`` functions of ``t``: they run under ``jit`` and ``vmap``
+with a traced step count, and they also accept an array of step counts, which they map elementwise.
+They compute in JAX's default float dtype (float32, or float64 with ``jax_enable_x64``), so their
+value is a float32-or-wider array even when every argument is a Python number. A negative step
+count (which ``join_schedules`` produces internally before a piece starts) is treated as ``t = 0``.
+
+Arguments that count steps (``transition_steps``, ``decay_steps``, boundaries, ...) must be
+integers; they and the Python-number rates and exponents are checked when the schedule is built,
+and a ``ValueError`` names the offending argument. Values to be scheduled (``init_value``,
+``end_value``, ...) may be numbers or arrays and are not checked: a schedule may drive any
+hyperparameter, not only a learning rate.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from gradtx.validation import check_non_negative, check_positive
+
+Schedule = Callable[[jax.Array], jax.Array]
+
+
+def as_schedule(value: Any) -> Schedule:
+    """Returns ``value`` itself if it is callable, else the constant schedule ``t -> value``."""
+    if callable(value):
+        return value
+    return constant_schedule(value)
+
+
+def constant_schedule(value: Any) -> Schedule:
+    """``eta_t = value`` for every step."""
+
+    def schedule(step_count: jax.Array) -> jax.Array:
+        del step_count
+        return jnp.asarray(value)
+
+    return schedule
+
+
+def _steps(value: Any, name: str, *, positive: bool) -> int:
+    """``value`` as a Python int, checked to be an integer that is ``> 0`` or ``>= 0``."""
+    try:
+        steps = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be an integer number of steps, got {value!r}.") from None
+    if positive:
+        check_positive(steps, name)
+    else:
+        check_non_negative(steps, name)
+    return steps
+
+
+def _float_step(step_count: jax.Array | int) -> jax.Array:
+    """The step count in JAX's default float dtype, clamped at 0.
+
+    Working in floats avoids int32 overflow of ``t - transition_begin`` with large Python ints
+    and makes every schedule return a float even when all its arguments are ints.
+    """
+    t = jnp.asarray(step_count).astype(jnp.result_type(float))
+    return jnp.maximum(t, 0.0)
+
+
+def _held(value: jax.typing.ArrayLike) -> Schedule:
+    """``eta_t = value`` as a float array shaped like ``t`` (for degenerate schedules)."""
+
+    def schedule(step_count: jax.Array) -> jax.Array:
+        return value * jnp.ones_like(_float_step(step_count))
+
+    return schedule
+
+
+def piecewise_constant_schedule(
+    init_value: jax.typing.ArrayLike,
+    boundaries_and_scales: Mapping[int, float] | None = None,
+) -> Schedule:
+    """A value multiplied by a fixed factor each time a boundary step is reached.
+
+    With boundaries ``b_1 < b_2 < ...`` and scales ``s_1, s_2, ...``::
+
+        eta_t = eta_0 * prod_{i : b_i <= t} s_i
+
+    so ``eta_t = eta_0`` for ``t < b_1``, ``eta_0 s_1`` for ``b_1 <= t < b_2``, and so on; the
+    new value is used from step ``b_i`` on (the ``b_i``-th update counting from 0).
+
+    Args:
+      init_value: ``eta_0``, the value before the first boundary.
+      boundaries_and_scales: ``{b_i: s_i}``; boundaries are non-negative integers, Python-number
+        scales must be ``>= 0``. Default ``None``: no boundaries, a constant ``eta_0``.
+
+    Matches ``optax.piecewise_constant_schedule(init_value, boundaries_and_scales)``, and
+    ``torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma)`` when every scale is
+    ``gamma`` (with ``lr=eta_0`` and one ``scheduler.step()`` per update).
+    """
+    items = []
+    for boundary, scale in (boundaries_and_scales or {}).items():
+        boundary = _steps(boundary, f"boundary {boundary!r} in boundaries_and_scales", positive=False)
+        check_non_negative(scale, f"boundaries_and_scales[{boundary}]")
+        items.append((boundary, scale))
+    items.sort(key=lambda item: item[0])
+
+    def schedule(step_count: jax.Array) -> jax.Array:
+        t = _float_step(step_count)
+        value = init_value * jnp.ones_like(t)
+        for boundary, scale in items:
+            value = jnp.where(t >= boundary, value * scale, value)
+        return value
+
+    return schedule
+
+
+def step_decay_schedule(
+    init_value: jax.typing.ArrayLike,
+    factor: float,
+    every_steps: int,
+) -> Schedule:
+    """Step decay: the value is multiplied by ``factor`` every ``every_steps`` steps.
+
+    ::
+
+        eta_t = eta_0 * factor ** floor(t / N)
+
+    With ``factor=0.1`` and ``N`` the number of steps in ``k`` epochs this is the classic "divide
+    the learning rate by 10 every ``k`` epochs".
+
+    Args:
+      init_value: ``eta_0``, the value for the first ``N`` steps.
+      factor: the multiplier applied at each stage, ``> 0`` (``0.1`` divides by 10).
+      every_steps: ``N > 0``, the length of a stage in steps.
+
+    Matches ``torch.optim.lr_scheduler.StepLR(opt, step_size=N, gamma=factor)`` (with
+    ``lr=eta_0`` and one ``scheduler.step()`` per update) and
+    ``optax.exponential_decay(eta_0, N, factor, staircase=True)``.
+    """
+    check_positive(factor, "factor")
+    every_steps = _steps(every_steps, "every_steps", positive=True)
+
+    def schedule(step_count: jax.Array) -> jax.Array:
+        stage = jnp.floor(_float_step(step_count) / every_steps)
+        return init_value * jnp.power(factor, stage)
+
+    return schedule
+
+
+def harmonic_decay_schedule(
+    scale: jax.typing.ArrayLike,
+    steps_per_stage: int,
+    offset: float = 10.0,
+) -> Schedule:
+    """Harmonic (``1/k``) decay held constant within stages of ``steps_per_stage`` steps.
+
+    ::
+
+        eta_t = a / (floor(t / N) + b)
+
+    with ``a = scale``, ``N = steps_per_stage`` and ``b = offset``: the value starts at ``a / b``
+    and after ``k`` stages is ``a / (k + b)``. The offset keeps the first steps from being too
+    large. The sequence satisfies the Robbins-Monro conditions ``sum_t eta_t = inf`` and
+    ``sum_t eta_t^2 < inf`` under which SGD's convergence on convex problems is classically proven.
+
+    Args:
+      scale: ``a``, the numerator.
+      steps_per_stage: ``N > 0``, how many steps share a value (``1`` for a per-step ``a/(t+b)``).
+      offset: ``b > 0``, default ``10.0``.
+
+    Neither Optax nor torch ships it; it equals
+    ``torch.optim.lr_scheduler.LambdaLR(opt, lambda t: b / (t // N + b))`` with ``lr=a/b``.
+    """
+    steps_per_stage = _steps(steps_per_stage, "steps_per_stage", positive=True)
+    check_positive(offset, "offset")
+
+    def schedule(step_count: jax.Array) -> jax.Array:
+        stage = jnp.floor(_float_step(step_count) / steps_per_stage)
+        return scale / (stage + offset)
+
+    return schedule
+
+
+def polynomial_schedule(
+    init_value: jax.typing.ArrayLike,
+    end_value: jax.typing.ArrayLike,
+    power: float,
+    transition_steps: int,
+    transition_begin: int = 0,
+) -> Schedule:
+    """Polynomial decay from ``init_value`` to ``end_value`` over ``transition_steps`` steps.
+
+    With ``s = clip(t - t_0, 0, T)``::
+
+        eta_t = (eta_0 - eta_T) * (1 - s / T) ** p + eta_T
+
+    that is ``eta_0`` until step ``t_0``, then a degree-``p`` polynomial reaching ``eta_T`` at
+    step ``t_0 + T``, and ``eta_T`` from then on.
+
+    Args:
+      init_value: ``eta_0``.
+      end_value: ``eta_T``.
+      power: ``p > 0``.
+      transition_steps: ``T >= 0``. ``T = 0`` turns the transition off and gives the constant
+        ``eta_0``, as in Optax (which also does so for negative ``T``; here that is an error).
+      transition_begin: ``t_0 >= 0``, default ``0`` (Optax replaces a negative ``t_0`` by 0;
+        here that is an error).
+
+    Matches ``optax.polynomial_schedule(init_value, end_value, power, transition_steps,
+    transition_begin)``; with ``end_value=0`` and ``transition_begin=0`` it matches
+    ``torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=T, power=p)`` with ``lr=eta_0``.
+    """
+    check_positive(power, "power")
+    transition_steps = _steps(transition_steps, "transition_steps", positive=False)
+    transition_begin = _steps(transition_begin, "transition_begin", positive=False)
+    if transition_steps == 0:
+        return _held(init_value)
+
+    def schedule(step_count: jax.Array) -> jax.Array:
+        elapsed = jnp.clip(_float_step(step_count) - transition_begin, 0, transition_steps)
+        # (T - s) / T rather than Optax's 1 - s / T: exactly 0 at s = T even when XLA turns the
+        # division into a multiplication by 1/T, so the schedule ends exactly at end_value.
+        remaining = (transition_steps - elapsed) / transition_steps
+        return (init_value - end_value) * remaining**power + end_value
+
+    return schedule
+
+
+def linear_schedule(
+    init_value: jax.typing.ArrayLike,
+    end_value: jax.typing.ArrayLike,
+    transition_steps: int,
+    transition_begin: int = 0,
+) -> Schedule:
+    """Linear decay from ``eps_0`` to ``eps_tau`` over ``tau`` steps, then constant.
+
+    With ``alpha = clip(t - t_0, 0, tau) / tau``::
+
+        eps_t = (1 - alpha) * eps_0 + alpha * eps_tau
+
+    so ``eps_t = eps_0`` up to step ``t_0``, falls linearly to ``eps_tau`` at step ``t_0 + tau``
+    and stays there. This is ``polynomial_schedule`` with ``power=1``.
+
+    Args:
+      init_value: ``eps_0``.
+      end_value: ``eps_tau`` (the lectures suggest about 1% of ``eps_0``).
+      transition_steps: ``tau >= 0``. ``tau = 0`` gives the constant ``eps_0``, as in Optax.
+      transition_begin: ``t_0 >= 0``, default ``0``.
+
+    Matches ``optax.linear_schedule(init_value, end_value, transition_steps, transition_begin)``;
+    with ``transition_begin=0`` it matches ``torch.optim.lr_scheduler.LinearLR(opt,
+    start_factor=1.0, end_factor=eps_tau / eps_0, total_iters=tau)`` with ``lr=eps_0``.
+    """
+    return polynomial_schedule(init_value, end_value, 1, transition_steps, transition_begin)
+
+
+def exponential_decay(
+    init_value: jax.typing.ArrayLike,
+    transition_steps: int,
+    decay_rate: float,
+    transition_begin: int = 0,
+    staircase: bool = False,
+    end_value: jax.typing.ArrayLike | None = None,
+) -> Schedule:
+    """Exponential decay by ``decay_rate`` every ``transition_steps`` steps.
+
+    With ``e = max(t - t_0, 0) / T`` (rounded down to an integer when ``staircase``)::
+
+        eta_t = eta_0 * gamma ** e
+
+    and, when ``end_value`` is given, ``eta_t`` is clipped to it: ``max(eta_t, end_value)`` for
+    ``gamma < 1`` (a floor), ``min(eta_t, end_value)`` for ``gamma >= 1`` (a ceiling). The clip
+    applies at every step, before ``t_0`` too, as in Optax.
+
+    Args:
+      init_value: ``eta_0``.
+      transition_steps: ``T >= 0``, the number of steps over which the value is multiplied by
+        ``gamma``. ``T = 0`` gives the constant ``eta_0``, as in Optax.
+      decay_rate: ``gamma > 0``. Optax documents that it must not be zero but then silently
+        returns the constant ``eta_0``; here ``0`` is an error.
+      transition_begin: ``t_0 >= 0``, default ``0``; the value is ``eta_0`` until then.
+      staircase: default ``False``; if ``True`` the value changes only every ``T`` steps.
+      end_value: default ``None`` (no clipping); the floor or ceiling described above.
+
+    Matches ``optax.exponential_decay`` with the same arguments; with ``T = 1`` it matches
+    ``torch.optim.lr_scheduler.ExponentialLR(opt, gamma)``, and with ``staircase=True``
+    ``torch.optim.lr_scheduler.StepLR(opt, step_size=T, gamma)`` (both with ``lr=eta_0`` and
+    ``transition_begin=0``).
+    """
+    transition_steps = _steps(transition_steps, "transition_steps", positive=False)
+    check_positive(decay_rate, "decay_rate")
+    transition_begin = _steps(transition_begin, "transition_begin", positive=False)
+    if transition_steps == 0:
+        return _held(init_value)
+    if end_value is None:
+        clip = None
+    else:
+        clip = jnp.maximum if decay_rate < 1 else jnp.minimum
+
+    def schedule(step_count: jax.Array) -> jax.Array:
+        exponent = jnp.maximum(_float_step(step_count) - transition_begin, 0) / transition_steps
+        if staircase:
+            exponent = jnp.floor(exponent)
+        value = init_value * jnp.power(decay_rate, exponent)
+        if clip is not None:
+            value = clip(value, end_value)
+        return value
+
+    return schedule
+
+
+def cosine_decay_schedule(
+    init_value: jax.typing.ArrayLike,
+    decay_steps: int,
+    alpha: jax.typing.ArrayLike = 0.0,
+    exponent: float = 1.0,
+) -> Schedule:
+    """Cosine decay (half a cosine period) from ``init_value`` to ``alpha * init_value``.
+
+    With ``c_t = (1 + cos(pi * min(t, T) / T)) / 2``::
+
+        eta_t = eta_0 * ((1 - alpha) * c_t ** p + alpha)
+
+    so ``eta_0`` at ``t = 0`` and ``alpha * eta_0`` from ``t = T`` on.
+
+    Args:
+      init_value: ``eta_0``.
+      decay_steps: ``T > 0``.
+      alpha: the final value as a fraction of ``eta_0``, default ``0.0``.
+      exponent: ``p > 0``, default ``1.0``.
+
+    Matches ``optax.cosine_decay_schedule(init_value, decay_steps, alpha, exponent)``. With
+    ``p = 1`` and for ``t <= T`` it equals ``torch.optim.lr_scheduler.CosineAnnealingLR(opt,
+    T_max=T, eta_min=alpha * eta_0)`` with ``lr=eta_0``; past ``T`` torch keeps following the
+    cosine back up while this schedule stays at ``alpha * eta_0``. Reference: Loshchilov and
+    Hutter, "SGDR: Stochastic Gradient Descent with Warm Restarts", ICLR 2017.
+    """
+    decay_steps = _steps(decay_steps, "decay_steps", positive=True)
+    check_positive(exponent, "exponent")
+
+    def schedule(step_count: jax.Array) -> jax.Array:
+        t = jnp.minimum(_float_step(step_count), decay_steps)
+        cosine = 0.5 * (1 + jnp.cos(jnp.pi * t / decay_steps))
+        return init_value * ((1 - alpha) * cosine**exponent + alpha)
+
+    return schedule
+
+
+def warmup_cosine_decay_schedule(
+    init_value: jax.typing.ArrayLike,
+    peak_value: jax.typing.ArrayLike,
+    warmup_steps: int,
+    decay_steps: int,
+    end_value: jax.typing.ArrayLike = 0.0,
+    exponent: float = 1.0,
+) -> Schedule:
+    """Linear warmup to ``peak_value``, then cosine decay to ``end_value``.
+
+    With ``W = warmup_steps``, ``T = decay_steps`` (the total length, warmup included) and
+    ``c_t = (1 + cos(pi * min(t - W, T - W) / (T - W))) / 2``::
+
+        eta_t = eta_0 + (t / W) * (eta_peak - eta_0)            for t < W
+        eta_t = eta_end + (eta_peak - eta_end) * c_t ** p       for t >= W
+
+    Args:
+      init_value: ``eta_0``, the value at ``t = 0``.
+      peak_value: ``eta_peak``, reached at ``t = W``.
+      warmup_steps: ``W >= 0`` (``0``: no warmup).
+      decay_steps: ``T > W``, the step from which ``eta_end`` is held.
+      end_value: ``eta_end``, default ``0.0``.
+      exponent: ``p > 0``, default ``1.0``.
+
+    Matches ``optax.warmup_cosine_decay_schedule`` with the same arguments whenever
+    ``peak_value != 0``. (Optax writes the decay as ``eta_peak * ((1 - alpha) c_t^p + alpha)``
+    with ``alpha = eta_end / eta_peak`` and sets ``alpha = 0`` when ``eta_peak = 0``, so it then
+    ignores ``end_value``; the form above needs no division.)
+    """
+    warmup_steps = _steps(warmup_steps, "warmup_steps", positive=False)
+    decay_steps = _steps(decay_steps, "decay_steps", positive=True)
+    if decay_steps <= warmup_steps:
+        raise ValueError(
+            "decay_steps (the total length, warmup included) must be > warmup_steps, "
+            f"got decay_steps={decay_steps!r} and warmup_steps={warmup_steps!r}."
+        )
+    check_positive(exponent, "exponent")
+    cosine_steps = decay_steps - warmup_steps
+
+    def cosine_part(step_count: jax.Array) -> jax.Array:
+        t = jnp.minimum(_float_step(step_count), cosine_steps)
+        cosine = 0.5 * (1 + jnp.cos(jnp.pi * t / cosine_steps))
+        return end_value + (peak_value - end_value) * cosine**exponent
+
+    warmup = linear_schedule(init_value, peak_value, warmup_steps)
+    return join_schedules([warmup, cosine_part], [warmup_steps])
+
+
+def join_schedules(
+    schedules: Sequence[Schedule | jax.typing.ArrayLike],
+    boundaries: Sequence[int],
+) -> Schedule:
+    """Runs ``schedules[0]`` until ``boundaries[0]``, then ``schedules[1]``, and so on.
+
+    With boundaries ``b_1 <= b_2 <= ...`` (and ``b_0 = 0``)::
+
+        eta_t = schedule_i(t - b_i)        for b_i <= t < b_{i+1}
+
+    Each piece sees the steps elapsed since its own start, so it begins again at its ``t = 0``.
+
+    Args:
+      schedules: ``n >= 1`` schedules; a plain number or array is taken as a constant.
+      boundaries: ``n - 1`` non-decreasing, non-negative integer steps. A piece between two
+        equal boundaries is never used.
+
+    Matches ``optax.join_schedules(schedules, boundaries)``. Torch's nearest is
+    ``torch.optim.lr_scheduler.SequentialLR``, which chains multiplicative schedulers instead.
+    """
+    pieces = [as_schedule(piece) for piece in schedules]
+    if not pieces:
+        raise ValueError("schedules must hold at least one schedule, got none.")
+    if len(boundaries) != len(pieces) - 1:
+        raise ValueError(
+            "boundaries must hold one step fewer than there are schedules, got "
+            f"{len(boundaries)} boundaries for {len(pieces)} schedules."
+        )
+    steps = [_steps(step, f"boundaries[{i}]", positive=False) for i, step in enumerate(boundaries)]
+    if any(later < earlier for earlier, later in zip(steps[:-1], steps[1:], strict=True)):
+        raise ValueError(f"boundaries must be non-decreasing, got {list(boundaries)!r}.")
+
+    def schedule(step_count: jax.Array) -> jax.Array:
+        step_count = jnp.asarray(step_count)
+        value = pieces[0](step_count)
+        for boundary, piece in zip(steps, pieces[1:], strict=True):
+            value = jnp.where(step_count < boundary, value, piece(step_count - boundary))
+        return value
+
+    return schedule

@@ -1,0 +1,83 @@
+"""Helpers shared by the second-order transformations: argument checks and pytree arithmetic."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+PyTree = Any
+
+
+def require_value_fn(value_fn: Callable | None, method: str) -> Callable:
+    """Returns ``value_fn`` or raises ``TypeError`` saying how ``method`` expects the objective."""
+    if value_fn is None:
+        raise TypeError(
+            f"{method}.update needs the objective: pass value_fn=f, a function params -> scalar "
+            "loss, as a keyword argument of update (update(grads, state, params, value_fn=f))."
+        )
+    if not callable(value_fn):
+        raise TypeError(f"{method}: value_fn must be callable (params -> scalar loss), got {value_fn!r}.")
+    return value_fn
+
+
+def require_params(params: PyTree | None, method: str) -> PyTree:
+    """Returns ``params`` or raises ``ValueError``: curvature is evaluated at the current point."""
+    if params is None:
+        raise ValueError(
+            f"{method}.update needs params (the current parameters) to evaluate the objective and "
+            "its curvature: call update(grads, state, params, value_fn=f)."
+        )
+    return params
+
+
+def check_positive_int(value: Any, name: str) -> None:
+    """``value`` is a Python integer >= 1 (iteration counts, memory sizes)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+
+
+def check_choice(value: Any, choices: tuple[str, ...], name: str) -> None:
+    """``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}.")
+
+
+def scalar_dtype(tree: PyTree) -> Any:
+    """The dtype for scalars that accompany ``tree``: its widest float dtype, at least float32."""
+    dtypes = [jnp.result_type(x) for x in jax.tree.leaves(tree)]
+    return jnp.result_type(jnp.float32, *dtypes)
+
+
+def tree_add_scaled(x: PyTree, scale: jax.Array, y: PyTree) -> PyTree:
+    """``x + scale * y`` leaf by leaf, in the dtype of ``x``."""
+    return jax.tree.map(lambda a, b: (a + scale * b).astype(jnp.result_type(a)), x, y)
+
+
+def tree_scale(scale: jax.Array, x: PyTree) -> PyTree:
+    """``scale * x`` leaf by leaf, in the dtype of ``x``."""
+    return jax.tree.map(lambda a: (scale * a).astype(jnp.result_type(a)), x)
+
+
+def tree_where(condition: jax.Array, x: PyTree, y: PyTree) -> PyTree:
+    """``x`` where the scalar ``condition`` holds, else ``y``, leaf by leaf."""
+    return jax.tree.map(lambda a, b: jnp.where(condition, a, b), x, y)
+
+
+def tree_sub(x: PyTree, y: PyTree) -> PyTree:
+    """``x - y`` leaf by leaf."""
+    return jax.tree.map(lambda a, b: a - b, x, y)
+
+
+def tree_neg(x: PyTree) -> PyTree:
+    """``-x`` leaf by leaf."""
+    return jax.tree.map(lambda a: -a, x)
+
+
+def safe_divide(numerator: jax.Array, denominator: jax.Array) -> jax.Array:
+    """``numerator / denominator``, and 0 where the denominator is 0 (no NaN in either branch)."""
+    nonzero = denominator != 0
+    return jnp.where(nonzero, numerator / jnp.where(nonzero, denominator, 1), 0)

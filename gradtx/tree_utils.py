@@ -1,0 +1,145 @@
+"""Pytree helpers used by every transformation: zeros, norms, step counters, structure checks.
+
+``None`` is an empty subtree in JAX, so ``None`` entries of a parameter tree are carried through
+every helper here untouched.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+PyTree = Any
+
+STEP_COUNT_DTYPE = jnp.int32
+_STEP_COUNT_MAX = np.iinfo(np.int32).max
+
+
+def zero_step_count() -> jax.Array:
+    """A fresh int32 step counter."""
+    return jnp.zeros([], STEP_COUNT_DTYPE)
+
+
+def saturating_increment(step_count: jax.Array) -> jax.Array:
+    """``min(t + 1, int32 max)``: a step counter that never wraps around to a negative value."""
+    return jnp.where(
+        step_count < _STEP_COUNT_MAX, step_count + 1, jnp.asarray(_STEP_COUNT_MAX, step_count.dtype)
+    )
+
+
+def tree_zeros_like(tree: PyTree, dtype: Any = None) -> PyTree:
+    """Zeros with each leaf's shape, and its dtype unless ``dtype`` is given."""
+    return jax.tree.map(lambda x: jnp.zeros(jnp.shape(x), dtype or jnp.result_type(x)), tree)
+
+
+def tree_full_like(tree: PyTree, value: float, dtype: Any = None) -> PyTree:
+    """``value`` broadcast to each leaf's shape, with its dtype unless ``dtype`` is given."""
+    return jax.tree.map(lambda x: jnp.full(jnp.shape(x), value, dtype or jnp.result_type(x)), tree)
+
+
+def tree_cast(tree: PyTree, dtype: Any) -> PyTree:
+    """Casts every leaf to ``dtype`` (no-op when ``dtype`` is None)."""
+    if dtype is None:
+        return tree
+    return jax.tree.map(lambda x: jnp.asarray(x).astype(dtype), tree)
+
+
+def tree_sum_of_squares(tree: PyTree) -> jax.Array:
+    """``sum_i x_i^2`` over every element of every leaf, accumulated in float32 or wider."""
+    leaves = jax.tree.leaves(tree)
+    if not leaves:
+        return jnp.zeros([], jnp.float32)
+    return sum(
+        jnp.sum(jnp.square(jnp.asarray(x).astype(jnp.promote_types(jnp.result_type(x), jnp.float32))))
+        for x in leaves
+    )
+
+
+def tree_global_norm(tree: PyTree) -> jax.Array:
+    """The Euclidean norm of all elements of the tree taken as one vector."""
+    return jnp.sqrt(tree_sum_of_squares(tree))
+
+
+def tree_vdot(a: PyTree, b: PyTree) -> jax.Array:
+    """``<a, b>`` summed over all leaves (real trees)."""
+    products = jax.tree.map(lambda x, y: jnp.sum(x * y), a, b)
+    leaves = jax.tree.leaves(products)
+    return sum(leaves) if leaves else jnp.zeros([], jnp.float32)
+
+
+def path_to_str(path: tuple) -> str:
+    """A readable rendering of a key path, e.g. ``['layer1']['w']`` or ``root`` for ``()``."""
+    return jax.tree_util.keystr(path) if path else "<root>"
+
+
+def check_trees_match(
+    tree: PyTree, reference: PyTree, *, name: str = "updates", reference_name: str = "state"
+) -> None:
+    """Raises ``ValueError`` naming the first path where ``tree`` and ``reference`` differ.
+
+    Structure is compared first (a missing or extra key, a list of another length), then the
+    shape of every leaf. Both are static under ``jit``, so this runs at trace time and costs
+    nothing in the compiled program.
+    """
+    tree_paths = jax.tree.leaves_with_path(tree)
+    ref_paths = jax.tree.leaves_with_path(reference)
+    if jax.tree.structure(tree) != jax.tree.structure(reference):
+        tree_keys = [path_to_str(p) for p, _ in tree_paths]
+        ref_keys = [path_to_str(p) for p, _ in ref_paths]
+        for a, b in zip(tree_keys, ref_keys):
+            if a != b:
+                raise ValueError(
+                    f"The {name} tree does not match the {reference_name} tree: found a leaf at "
+                    f"{a} where {reference_name} has {b}."
+                )
+        if len(tree_keys) != len(ref_keys):
+            longer, which = (tree_keys, name) if len(tree_keys) > len(ref_keys) else (ref_keys, reference_name)
+            extra = longer[min(len(tree_keys), len(ref_keys))]
+            raise ValueError(
+                f"The {name} tree does not match the {reference_name} tree: {which} has an extra "
+                f"leaf at {extra} ({len(tree_keys)} leaves in {name}, {len(ref_keys)} in "
+                f"{reference_name})."
+            )
+        raise ValueError(
+            f"The {name} tree does not match the {reference_name} tree: "
+            f"{jax.tree.structure(tree)} vs {jax.tree.structure(reference)}."
+        )
+    for (path, leaf), (_, ref_leaf) in zip(tree_paths, ref_paths):
+        if jnp.shape(leaf) != jnp.shape(ref_leaf):
+            raise ValueError(
+                f"The {name} tree does not match the {reference_name} tree at {path_to_str(path)}: "
+                f"shape {jnp.shape(leaf)} in {name} vs {jnp.shape(ref_leaf)} in {reference_name}."
+            )
+
+
+def check_float_leaves(tree: PyTree, *, name: str = "params", allow_complex: bool = False) -> None:
+    """Raises ``TypeError`` naming the first leaf whose dtype a real-valued method cannot use.
+
+    Integer and boolean leaves cannot carry a gradient step; complex leaves are rejected unless
+    the method states that it supports them.
+    """
+    for path, leaf in jax.tree.leaves_with_path(tree):
+        dtype = jnp.result_type(leaf)
+        if jnp.issubdtype(dtype, jnp.complexfloating):
+            if not allow_complex:
+                raise TypeError(
+                    f"{name} leaf {path_to_str(path)} has complex dtype {dtype}; this "
+                    "transformation is defined for real floating-point leaves only."
+                )
+        elif not jnp.issubdtype(dtype, jnp.floating):
+            raise TypeError(
+                f"{name} leaf {path_to_str(path)} has dtype {dtype}; gradient transformations "
+                "need floating-point leaves (cast it, or exclude it with gradtx.masked/freeze)."
+            )
+
+
+def cast_like(value: Any, leaf: jax.Array) -> jax.Array:
+    """A hyperparameter as an array of ``leaf``'s dtype, so arithmetic never widens a leaf.
+
+    Without it a float64 schedule value (under ``jax_enable_x64``) would promote float32 or
+    bfloat16 state to float64 and change the state's type between steps.
+    """
+    return jnp.asarray(value).astype(jnp.result_type(leaf))

@@ -1,0 +1,64 @@
+"""Checks of hyperparameters given as Python numbers, raised at construction time.
+
+Arrays and schedules are not checked here: their values are only known inside ``jit``.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+
+
+def _concrete_number(value: Any) -> float | None:
+    """The value as a float if it is a plain number (or a 0-d NumPy value), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, np.ndarray) and value.shape == () and np.issubdtype(value.dtype, np.floating):
+        return float(value)
+    return None
+
+
+def check_non_negative(value: Any, name: str) -> None:
+    """``value >= 0`` (learning rates, weight decay, clipping thresholds)."""
+    number = _concrete_number(value)
+    if number is not None and not number >= 0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}.")
+
+
+def check_positive(value: Any, name: str) -> None:
+    """``value > 0`` (eps, step sizes)."""
+    number = _concrete_number(value)
+    if number is not None and not number > 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}.")
+
+
+def check_decay(value: Any, name: str) -> None:
+    """``0 <= value < 1`` (momentum and moving-average decay rates)."""
+    number = _concrete_number(value)
+    if number is not None and not 0 <= number < 1:
+        raise ValueError(f"{name} must be in [0, 1), got {value!r}.")
+
+
+def check_closed_unit(value: Any, name: str) -> None:
+    """``0 <= value <= 1``."""
+    number = _concrete_number(value)
+    if number is not None and not 0 <= number <= 1:
+        raise ValueError(f"{name} must be in [0, 1], got {value!r}.")
+
+
+def check_greater_than(value: Any, bound: float, name: str) -> None:
+    """``value > bound``."""
+    number = _concrete_number(value)
+    if number is not None and not number > bound:
+        raise ValueError(f"{name} must be > {bound}, got {value!r}.")
+
+
+def check_less_than(value: Any, bound: float, name: str) -> None:
+    """``value < bound``."""
+    number = _concrete_number(value)
+    if number is not None and not number < bound:
+        raise ValueError(f"{name} must be < {bound}, got {value!r}.")
