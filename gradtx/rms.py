@@ -142,7 +142,8 @@ def scale_by_rms(
         if centered:
             mu = jax.tree.map(lambda g, m: cast_like(rho, m) * m + cast_like(1 - rho, m) * g, updates, state.mu)
             mu_hat = debias(mu, rho, step_count) if bias_correction else mu
-            denominator_sq = jax.tree.map(lambda n, m: n - jnp.square(m), nu_hat, mu_hat)
+            # nu - m^2 >= 0 in exact arithmetic; rounding can make it slightly negative.
+            denominator_sq = jax.tree.map(lambda n, m: jnp.maximum(n - jnp.square(m), 0), nu_hat, mu_hat)
         else:
             mu = None
             denominator_sq = nu_hat

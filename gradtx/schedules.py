@@ -70,6 +70,23 @@ def _float_step(step_count: jax.Array | int) -> jax.Array:
     return jnp.maximum(t, 0.0)
 
 
+def _stage(step_count: jax.Array | int, begin: int, length: int) -> jax.Array:
+    """``floor(max(t - begin, 0) / length)`` in JAX's default float dtype.
+
+    Integer step counts are divided as integers: under ``jit`` XLA computes a float ``t / N`` as
+    ``t * (1/N)``, which for some ``N`` (49, 98, 103, ...) falls just below an integer at
+    ``t = kN`` and would move the step down one update late.
+    """
+    t = jnp.asarray(step_count)
+    if jnp.issubdtype(t.dtype, jnp.unsignedinteger):
+        t = t.astype(jnp.result_type(int))
+    if jnp.issubdtype(t.dtype, jnp.integer):
+        stage = jnp.maximum(t - begin, 0) // length
+    else:
+        stage = jnp.floor(jnp.maximum(t - begin, 0) / length)
+    return stage.astype(jnp.result_type(float))
+
+
 def _held(value: jax.typing.ArrayLike) -> Schedule:
     """``eta_t = value`` as a float array shaped like ``t`` (for degenerate schedules)."""
 
@@ -109,10 +126,10 @@ def piecewise_constant_schedule(
     items.sort(key=lambda item: item[0])
 
     def schedule(step_count: jax.Array) -> jax.Array:
-        t = _float_step(step_count)
-        value = init_value * jnp.ones_like(t)
+        value = init_value * jnp.ones_like(_float_step(step_count))
         for boundary, scale in items:
-            value = jnp.where(t >= boundary, value * scale, value)
+            # Compared as given (an integer), so exact past 2**24 steps under float32 too.
+            value = jnp.where(jnp.asarray(step_count) >= boundary, value * scale, value)
         return value
 
     return schedule
@@ -145,8 +162,7 @@ def step_decay_schedule(
     every_steps = _steps(every_steps, "every_steps", positive=True)
 
     def schedule(step_count: jax.Array) -> jax.Array:
-        stage = jnp.floor(_float_step(step_count) / every_steps)
-        return init_value * jnp.power(factor, stage)
+        return init_value * jnp.power(factor, _stage(step_count, 0, every_steps))
 
     return schedule
 
@@ -179,8 +195,7 @@ def harmonic_decay_schedule(
     check_positive(offset, "offset")
 
     def schedule(step_count: jax.Array) -> jax.Array:
-        stage = jnp.floor(_float_step(step_count) / steps_per_stage)
-        return scale / (stage + offset)
+        return scale / (_stage(step_count, 0, steps_per_stage) + offset)
 
     return schedule
 
@@ -302,9 +317,10 @@ def exponential_decay(
         clip = jnp.maximum if decay_rate < 1 else jnp.minimum
 
     def schedule(step_count: jax.Array) -> jax.Array:
-        exponent = jnp.maximum(_float_step(step_count) - transition_begin, 0) / transition_steps
         if staircase:
-            exponent = jnp.floor(exponent)
+            exponent = _stage(step_count, transition_begin, transition_steps)
+        else:
+            exponent = jnp.maximum(_float_step(step_count) - transition_begin, 0) / transition_steps
         value = init_value * jnp.power(decay_rate, exponent)
         if clip is not None:
             value = clip(value, end_value)

@@ -16,7 +16,7 @@ def dense(
     out_features: int,
     *,
     use_bias: bool = True,
-    kernel_init: Initializer = lecun_normal(),
+    kernel_init: Initializer | None = None,
     bias_init: Initializer = zeros,
     param_dtype: DTypeLike = jnp.float32,
 ) -> Layer:
@@ -29,8 +29,8 @@ def dense(
       in_features: size of the last axis of ``x``.
       out_features: size of the last axis of ``y``.
       use_bias: add ``b``, default ``True``.
-      kernel_init: initializer of ``W``, default ``lecun_normal()`` (Flax's default). For ReLU
-        networks use ``he_normal()``.
+      kernel_init: initializer of ``W``; default ``None`` means ``lecun_normal()`` (Flax's
+        default). For ReLU networks use ``he_normal()``.
       bias_init: initializer of ``b``, default ``zeros``; ``constant(0.01)`` is the lectures'
         heuristic for ReLU hidden units.
       param_dtype: dtype of ``W`` and ``b``, default ``float32``.
@@ -42,6 +42,9 @@ def dense(
     layout). ``torch.nn.Linear`` stores ``W^T`` (``(out, in)``) and initialises both ``W`` and
     ``b`` from ``U[-1/sqrt(in), 1/sqrt(in)]``.
     """
+
+    if kernel_init is None:
+        kernel_init = lecun_normal()
 
     def init(key: jax.Array | None) -> tuple[Params, EmptyState]:
         kernel_key, bias_key = jax.random.split(key) if key is not None else (None, None)

@@ -112,20 +112,13 @@ def _init_affine(
     return params
 
 
-def _normalize(
-    params: Params,
-    x: jax.Array,
-    mu: jax.Array,
-    inv_sigma: jax.Array,
-    feature_axes: tuple[int, ...],
-) -> jax.Array:
-    """``scale * (x - mu) * inv_sigma + bias``; ``mu`` and ``inv_sigma`` already broadcast with x."""
-    multiplier = inv_sigma
+def _scale_and_shift(params: Params, x_hat: jax.Array, feature_axes: tuple[int, ...]) -> jax.Array:
+    """``scale * x_hat + bias`` per feature (either may be absent)."""
+    y = x_hat
     if "scale" in params:
-        multiplier = multiplier * _broadcast_to_axes(params["scale"], x.ndim, feature_axes)
-    y = (x - mu) * multiplier
+        y = y * _broadcast_to_axes(params["scale"], x_hat.ndim, feature_axes)
     if "bias" in params:
-        y = y + _broadcast_to_axes(params["bias"], x.ndim, feature_axes)
+        y = y + _broadcast_to_axes(params["bias"], x_hat.ndim, feature_axes)
     return y
 
 
@@ -220,7 +213,7 @@ def batch_norm(
         else:
             mu = _broadcast_to_axes(state.mean, x.ndim, feature_axes)
             var = _broadcast_to_axes(state.var, x.ndim, feature_axes)
-        return _normalize(params, x, mu, lax.rsqrt(var + eps), feature_axes), state
+        return _scale_and_shift(params, (x - mu) * lax.rsqrt(var + eps), feature_axes), state
 
     return Layer(init, apply)
 
@@ -361,7 +354,7 @@ def batch_renorm(
         mu = _broadcast_to_axes(state.mean, x.ndim, feature_axes)
         sigma = _broadcast_to_axes(state.std, x.ndim, feature_axes)
         if not train:
-            return _normalize(params, x, mu, 1.0 / sigma, feature_axes), state
+            return _scale_and_shift(params, (x - mu) / sigma, feature_axes), state
         reduction_axes = tuple(a for a in range(x.ndim) if a not in feature_axes)
         mu_batch, var_batch = _moments(x, reduction_axes, axis_name)
         sigma_batch = jnp.sqrt(var_batch + eps)
@@ -369,8 +362,7 @@ def batch_renorm(
         d_bound = dmax_schedule(state.step_count)
         r = lax.stop_gradient(jnp.clip(sigma_batch / sigma, 1.0 / r_bound, r_bound))
         d = lax.stop_gradient(jnp.clip((mu_batch - mu) / sigma, -d_bound, d_bound))
-        # (x - mu_B) / sigma_B * r + d, written as a shift and a multiplier for _normalize.
-        y = _normalize(params, x, mu_batch - d * sigma_batch / r, r / sigma_batch, feature_axes)
+        y = _scale_and_shift(params, (x - mu_batch) / sigma_batch * r + d, feature_axes)
         alpha = 1 - momentum
         new_mean = state.mean + alpha * (mu_batch.reshape(feature_shape) - state.mean)
         new_std = state.std + alpha * (sigma_batch.reshape(feature_shape) - state.std)
@@ -434,7 +426,7 @@ def layer_norm(
         features = _canonical_axes(x.ndim, feature_axes)
         _check_feature_shape("layer_norm", x, features, feature_shape)
         mu, var = _moments(x, _canonical_axes(x.ndim, reduction_axes), axis_name)
-        return _normalize(params, x, mu, lax.rsqrt(var + eps), features), state
+        return _scale_and_shift(params, (x - mu) * lax.rsqrt(var + eps), features), state
 
     return Layer(init, apply)
 
@@ -482,8 +474,8 @@ def rms_norm(
         del train
         features = _canonical_axes(x.ndim, feature_axes)
         _check_feature_shape("rms_norm", x, features, feature_shape)
-        zero, mean_square = _moments(x, _canonical_axes(x.ndim, reduction_axes), axis_name, centered=False)
-        return _normalize(params, x, zero, lax.rsqrt(mean_square + eps), features), state
+        _, mean_square = _moments(x, _canonical_axes(x.ndim, reduction_axes), axis_name, centered=False)
+        return _scale_and_shift(params, x * lax.rsqrt(mean_square + eps), features), state
 
     return Layer(init, apply)
 
@@ -535,7 +527,7 @@ def instance_norm(
         _check_feature_shape("instance_norm", x, features, feature_shape)
         reduction_axes = tuple(a for a in range(1, x.ndim) if a not in features)
         mu, var = _moments(x, reduction_axes, axis_name)
-        return _normalize(params, x, mu, lax.rsqrt(var + eps), features), state
+        return _scale_and_shift(params, (x - mu) * lax.rsqrt(var + eps), features), state
 
     return Layer(init, apply)
 
@@ -607,9 +599,8 @@ def group_norm(
         # Reduce over the spatial axes and the channels within a group, keeping batch and group.
         reduction_axes = tuple(range(1, x.ndim - 1)) + (x.ndim,)
         mu, var = _moments(grouped, reduction_axes, axis_name)
-        y = (grouped - mu) * lax.rsqrt(var + eps)
-        y = _normalize(params, y.reshape(x.shape), 0.0, 1.0, (x.ndim - 1,))
-        return y, state
+        x_hat = ((grouped - mu) * lax.rsqrt(var + eps)).reshape(x.shape)
+        return _scale_and_shift(params, x_hat, (x.ndim - 1,)), state
 
     return Layer(init, apply)
 

@@ -1,0 +1,72 @@
+"""Second-order and curvature-aware optimization.
+
+Curvature oracles (Hessian- and Gauss-Newton-vector products, Hutchinson diagonals, Lanczos and
+power-iteration eigenvalues, linear CG), line searches, and the optimizers built on them: Newton,
+nonlinear and scaled conjugate gradients, Hessian-free, L-BFGS, equilibrated SGD, Goh's optimal
+momentum and a YellowFin-style momentum tuner.
+
+Methods that need the objective take it as a keyword of ``update``:
+``tx.update(grads, state, params, value_fn=loss)`` (Hessian-free with Gauss-Newton curvature
+takes ``model_fn=`` and ``output_loss_fn=``). ``grads`` must be the gradient of that objective
+at ``params``.
+"""
+
+from gradtx.second_order.conjugate_gradient import (
+    ConjugateGradientState,
+    ScaledConjugateGradientState,
+    conjugate_gradient,
+    scaled_conjugate_gradient,
+)
+from gradtx.second_order.curvature import (
+    ConjugateGradientResult,
+    conjugate_gradient_solve,
+    extreme_eigenvalues,
+    gauss_newton_operator,
+    gauss_newton_vector_product,
+    hessian_operator,
+    hessian_vector_product,
+    hutchinson_diagonal,
+    lanczos_eigenvalues,
+    power_iteration,
+    random_like,
+)
+from gradtx.second_order.esgd import ESGDState, esgd, scale_by_esgd
+from gradtx.second_order.hessian_free import HessianFreeState, hessian_free
+from gradtx.second_order.lbfgs import LbfgsState, lbfgs, lbfgs_direction
+from gradtx.second_order.line_search import LineSearchResult, backtracking_line_search, wolfe_line_search
+from gradtx.second_order.momentum_tuning import MomentumAutotunerState, momentum_autotuner, optimal_momentum
+from gradtx.second_order.newton import NewtonState, newton
+
+__all__ = [
+    "ConjugateGradientResult",
+    "ConjugateGradientState",
+    "ESGDState",
+    "HessianFreeState",
+    "LbfgsState",
+    "LineSearchResult",
+    "MomentumAutotunerState",
+    "NewtonState",
+    "ScaledConjugateGradientState",
+    "backtracking_line_search",
+    "conjugate_gradient",
+    "conjugate_gradient_solve",
+    "esgd",
+    "extreme_eigenvalues",
+    "gauss_newton_operator",
+    "gauss_newton_vector_product",
+    "hessian_free",
+    "hessian_operator",
+    "hessian_vector_product",
+    "hutchinson_diagonal",
+    "lanczos_eigenvalues",
+    "lbfgs",
+    "lbfgs_direction",
+    "momentum_autotuner",
+    "newton",
+    "optimal_momentum",
+    "power_iteration",
+    "random_like",
+    "scale_by_esgd",
+    "scaled_conjugate_gradient",
+    "wolfe_line_search",
+]
