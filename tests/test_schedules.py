@@ -26,6 +26,7 @@ from gradtx.schedules import (
 
 LAST_STEP = 300  # past every boundary used below
 STEPS = np.arange(LAST_STEP + 1)
+TORCH_LAST_STEP = 150  # past every torch milestone below
 
 
 def gradtx_values(schedule, steps=STEPS):
@@ -47,7 +48,7 @@ def optax_values(schedule, steps=STEPS):
     return np.broadcast_to(np.asarray(values, dtype=np.float64), steps.shape)
 
 
-def torch_values(make_scheduler, lr, num_steps=LAST_STEP):
+def torch_values(make_scheduler, lr, num_steps=TORCH_LAST_STEP):
     """The learning rate torch uses at updates 0..num_steps, one ``scheduler.step()`` per update."""
     param = torch.zeros(1, dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.SGD([param], lr=lr)
@@ -57,8 +58,7 @@ def torch_values(make_scheduler, lr, num_steps=LAST_STEP):
         warnings.simplefilter("ignore")
         for _ in range(num_steps + 1):
             lrs.append(optimizer.param_groups[0]["lr"])
-            optimizer.step()
-            scheduler.step()
+            scheduler.step()  # no optimizer.step(): only the rates matter (its warning is muted)
     return np.array(lrs)
 
 
@@ -326,56 +326,56 @@ TORCH_PAIRS = [
         step_decay_schedule(0.1, 0.1, 30),
         lambda opt: lr_scheduler.StepLR(opt, step_size=30, gamma=0.1),
         0.1,
-        LAST_STEP,
+        TORCH_LAST_STEP,
     ),
     (
         "StepLR_via_exponential",
         exponential_decay(0.3, 7, 0.5, staircase=True),
         lambda opt: lr_scheduler.StepLR(opt, step_size=7, gamma=0.5),
         0.3,
-        LAST_STEP,
+        TORCH_LAST_STEP,
     ),
     (
         "MultiStepLR",
         piecewise_constant_schedule(0.1, {30: 0.1, 80: 0.1, 120: 0.1}),
         lambda opt: lr_scheduler.MultiStepLR(opt, milestones=[30, 80, 120], gamma=0.1),
         0.1,
-        LAST_STEP,
+        TORCH_LAST_STEP,
     ),
     (
         "MultiStepLR_gamma",
         piecewise_constant_schedule(0.4, {1: 0.5, 2: 0.5, 50: 0.5}),
         lambda opt: lr_scheduler.MultiStepLR(opt, milestones=[1, 2, 50], gamma=0.5),
         0.4,
-        LAST_STEP,
+        TORCH_LAST_STEP,
     ),
     (
         "ExponentialLR",
         exponential_decay(0.1, 1, 0.97),
         lambda opt: lr_scheduler.ExponentialLR(opt, gamma=0.97),
         0.1,
-        LAST_STEP,
+        TORCH_LAST_STEP,
     ),
     (
         "LinearLR",
         linear_schedule(0.1, 0.001, 50),
         lambda opt: lr_scheduler.LinearLR(opt, start_factor=1.0, end_factor=0.01, total_iters=50),
         0.1,
-        LAST_STEP,
+        TORCH_LAST_STEP,
     ),
     (
         "PolynomialLR",
         polynomial_schedule(0.1, 0.0, 2.0, 60),
         lambda opt: lr_scheduler.PolynomialLR(opt, total_iters=60, power=2.0),
         0.1,
-        LAST_STEP,
+        TORCH_LAST_STEP,
     ),
     (
         "LambdaLR_harmonic",
         harmonic_decay_schedule(1.0, 5, 10.0),
         lambda opt: lr_scheduler.LambdaLR(opt, lambda t: 10.0 / (t // 5 + 10.0)),
         0.1,
-        LAST_STEP,
+        TORCH_LAST_STEP,
     ),
     (
         # Torch's cosine keeps oscillating past T_max, ours holds eta_min: compare up to T_max.
@@ -412,17 +412,24 @@ def test_cosine_annealing_lr_diverges_after_t_max():
     assert expected[20] == pytest.approx(1.0) and ours[20] == 0.0
 
 
-@pytest.mark.parametrize("schedule", GRADTX_SCHEDULES)
-def test_jit_eager_and_vmap_agree(schedule):
-    steps = [0, 1, 7, 30, 59, 60, 100, 101, LAST_STEP]
+@pytest.fixture(scope="module")
+def jitted_values():
+    """Every schedule of OPTAX_PAIRS at all STEPS under one ``jit(vmap(...))``: a single compile."""
+    names = [name for name, _, _ in OPTAX_PAIRS]
+    evaluate_all = jax.jit(lambda steps: [jax.vmap(ours)(steps) for _, ours, _ in OPTAX_PAIRS])
+    values = evaluate_all(jnp.asarray(STEPS, dtype=jnp.int32))
+    return {name: np.asarray(value) for name, value in zip(names, values, strict=True)}
+
+
+@pytest.mark.parametrize("name, schedule", [pytest.param(p.id, *p.values, id=p.id) for p in GRADTX_SCHEDULES])
+def test_jit_eager_and_vmap_agree(name, schedule, jitted_values):
+    steps = [0, 59, 60, 101, LAST_STEP]
     eager = np.array([schedule(jnp.int32(t)) for t in steps])
-    python_int = np.array([schedule(t) for t in steps])
-    jitted = jax.jit(jax.vmap(schedule))(jnp.asarray(STEPS, dtype=jnp.int32))
-    np.testing.assert_array_equal(python_int, eager)
+    np.testing.assert_array_equal([schedule(t) for t in steps[:2]], eager[:2])  # Python ints
     # Vectorised and compiled code may differ by a few ulps (SIMD cos and division; under jit
     # XLA also turns x / c into x * (1/c) and fuses multiply-adds).
     np.testing.assert_allclose(gradtx_values(schedule, steps), eager, rtol=1e-14, atol=1e-16)
-    np.testing.assert_allclose(np.asarray(jitted), gradtx_values(schedule), rtol=1e-14, atol=1e-16)
+    np.testing.assert_allclose(jitted_values[name], gradtx_values(schedule), rtol=1e-14, atol=1e-16)
 
 
 @pytest.mark.parametrize("schedule", [p for p in GRADTX_SCHEDULES if p.id != "constant"])
@@ -436,34 +443,50 @@ def test_returns_float_scalar(schedule):
 
 
 @pytest.mark.parametrize("x64", [True, False])
-@pytest.mark.parametrize("every", [49, 103])
-def test_stages_change_on_time_under_jit(every, x64):
+def test_stages_change_on_time_under_jit(x64):
     # Under jit, XLA computes t / 49 as t * (1/49), and 49 * (1/49) < 1: a float floor would
     # switch stage one step late (optax's staircase exponential_decay does, for these N).
     stages = np.arange(6)
-    steps = np.stack([stages * every - 1, stages * every]).clip(0)
+    schedules = []
+    for every in (49, 103):
+        schedules += [
+            step_decay_schedule(1.0, 0.5, every),
+            exponential_decay(1.0, every, 0.5, staircase=True),
+            harmonic_decay_schedule(2.0, every, offset=1.0),
+        ]
     with jax.enable_x64(x64):
-        ts = jnp.asarray(steps, dtype=jnp.int32)
-        step_decay = jax.jit(step_decay_schedule(1.0, 0.5, every))(ts)
-        staircase = jax.jit(exponential_decay(1.0, every, 0.5, staircase=True))(ts)
-        harmonic = jax.jit(harmonic_decay_schedule(1.0, every, offset=1.0))(ts)
-    expected = np.stack([0.5 ** (stages - 1).clip(0), 0.5**stages])
-    np.testing.assert_allclose(step_decay, expected, rtol=1e-6)
-    np.testing.assert_allclose(staircase, expected, rtol=1e-6)
-    np.testing.assert_allclose(harmonic, 1 / (np.stack([(stages - 1).clip(0), stages]) + 1), rtol=1e-6)
+        evaluate_all = jax.jit(lambda ts: [jax.vmap(s)(ts) for s in schedules])
+        before, after = [], []
+        for every in (49, 103):
+            before.append(evaluate_all(jnp.asarray((stages * every - 1).clip(0), dtype=jnp.int32)))
+            after.append(evaluate_all(jnp.asarray(stages * every, dtype=jnp.int32)))
+    stage_before = (stages - 1).clip(0)
+    for k, every in enumerate((49, 103)):
+        for values, stage in ((before[k], stage_before), (after[k], stages)):
+            step_decay, staircase, harmonic = values[3 * k : 3 * k + 3]
+            np.testing.assert_allclose(step_decay, 0.5**stage, rtol=1e-6, err_msg=f"N={every}")
+            np.testing.assert_allclose(staircase, 0.5**stage, rtol=1e-6, err_msg=f"N={every}")
+            np.testing.assert_allclose(harmonic, 2 / (stage + 1), rtol=1e-6, err_msg=f"N={every}")
 
 
 @pytest.mark.parametrize("x64", [True, False])
-@pytest.mark.parametrize("total", [7, 30])
-def test_polynomial_ends_exactly_under_jit(total, x64):
-    # A fractional power of 1 - t/T can go NaN at t = T under jit (optax's does for these T).
+def test_polynomial_ends_exactly_under_jit(x64):
+    # A fractional power of 1 - t/T can go NaN at t = T under jit (optax's does for T = 7, 30).
+    totals = (7, 30)
     with jax.enable_x64(x64):
-        steps = jnp.array([0, total, total + 5], dtype=jnp.int32)
-        values = jax.jit(jax.vmap(polynomial_schedule(1.0, 0.0, 0.5, total)))(steps)
-        linear_end = jax.jit(linear_schedule(0.3, 0.003, total))(jnp.int32(total))
-    assert values[0] == pytest.approx(1.0, rel=1e-6)
-    assert values[1] == 0.0 and values[2] == 0.0
-    assert linear_end == np.asarray(0.003, dtype=linear_end.dtype)
+        sqrt_decays = [polynomial_schedule(1.0, 0.0, 0.5, total) for total in totals]
+        linear_decays = [linear_schedule(0.3, 0.003, total) for total in totals]
+        evaluate_all = jax.jit(
+            lambda: [
+                jax.vmap(s)(jnp.array([0, total, total + 5], dtype=jnp.int32))
+                for total, s in zip(totals + totals, sqrt_decays + linear_decays, strict=True)
+            ]
+        )
+        values = evaluate_all()
+    for sqrt_decay, linear_decay in zip(values[:2], values[2:], strict=True):
+        np.testing.assert_allclose(sqrt_decay[0], 1.0, rtol=1e-6)
+        assert sqrt_decay[1] == 0.0 and sqrt_decay[2] == 0.0
+        np.testing.assert_array_equal(linear_decay[1:], np.asarray(0.003, dtype=linear_decay.dtype))
 
 
 def test_int_values_give_float_schedules():

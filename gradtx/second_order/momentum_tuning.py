@@ -19,7 +19,7 @@ from gradtx.second_order._common import (
     tree_scale,
     tree_where,
 )
-from gradtx.second_order.curvature import hessian_vector_product, random_like
+from gradtx.second_order.curvature import hessian_operator, random_like
 from gradtx.tree_utils import (
     check_trees_match,
     saturating_increment,
@@ -125,6 +125,7 @@ def momentum_autotuner(
     curvature: str = "hessian",
     curvature_window: int = 20,
     max_condition_number: float = 1e6,
+    warmup_iterations: int = 20,
     seed: int = 0,
 ) -> GradientTransformation:
     """Heavy-ball momentum whose step and momentum are tuned online, in the spirit of YellowFin.
@@ -186,6 +187,8 @@ def momentum_autotuner(
     validation.check_decay(beta, "beta")
     check_choice(curvature, ("hessian", "gradient_norm"), "curvature")
     check_positive_int(curvature_window, "curvature_window")
+    if isinstance(warmup_iterations, bool) or not isinstance(warmup_iterations, int) or warmup_iterations < 0:
+        raise ValueError(f"warmup_iterations must be an integer >= 0, got {warmup_iterations!r}.")
     validation.check_greater_than(max_condition_number, 1.0, "max_condition_number")
 
     def init_fn(params):
@@ -217,10 +220,10 @@ def momentum_autotuner(
     def average(old, new):
         return beta * old + (1 - beta) * new
 
-    def power_step(value_fn, params, top, bottom):
+    def power_step(hvp, top, bottom):
         """One power-iteration step on H and one on h_max I - H; returns the Rayleigh quotients."""
-        h_top = hessian_vector_product(value_fn, params, top)
-        h_bottom = hessian_vector_product(value_fn, params, bottom)
+        h_top = hvp(top)
+        h_bottom = hvp(bottom)
         top_value = tree_vdot(top, h_top)
         bottom_value = tree_vdot(bottom, h_bottom)
         shifted = jax.tree.map(lambda v, hv: top_value * v - hv, bottom, h_bottom)
@@ -230,6 +233,14 @@ def momentum_autotuner(
             return tree_where(norm > 0, tree_scale(safe_divide(1, norm), v), fallback)
 
         return top_value, bottom_value, normalized(h_top, top), normalized(shifted, bottom)
+
+    def warm_start(hvp, top, bottom):
+        """Power iterations run once, on the first update, so the first steps are not blind."""
+
+        def body(_, vectors):
+            return power_step(hvp, *vectors)[2:]
+
+        return jax.lax.fori_loop(0, warmup_iterations, body, (top, bottom))
 
     def update_fn(updates, state, params=None, *, value_fn=None, **extra_args):
         del extra_args
@@ -243,9 +254,15 @@ def momentum_autotuner(
             value_fn = require_value_fn(value_fn, "momentum_autotuner")
             params = require_params(params, "momentum_autotuner")
             check_trees_match(updates, params, name="updates", reference_name="params")
-            top_value, bottom_value, top, bottom = power_step(
-                value_fn, params, state.top_vector, state.bottom_vector
-            )
+            hvp = hessian_operator(value_fn, params)
+            top, bottom = state.top_vector, state.bottom_vector
+            if warmup_iterations:
+                top, bottom = jax.lax.cond(
+                    state.step_count == 0,
+                    lambda: warm_start(hvp, top, bottom),
+                    lambda: (top, bottom),
+                )
+            top_value, bottom_value, top, bottom = power_step(hvp, top, bottom)
             h_max = jnp.maximum(jnp.maximum(top_value, bottom_value), tiny).astype(dtype)
             h_min = jnp.clip(jnp.minimum(top_value, bottom_value), h_max / max_condition_number, h_max)
             h_min = h_min.astype(dtype)
@@ -273,6 +290,10 @@ def momentum_autotuner(
         )
 
         hi = jnp.maximum(curvature_max / debias, tiny)
+        if curvature == "hessian":
+            # The average lags a growing estimate (power iteration, sharpening): never let the
+            # step be set by a smaller h_max than the current measurement.
+            hi = jnp.maximum(hi, h_max)
         lo = jnp.clip(curvature_min / debias, tiny, hi)
         variance = sum(
             jnp.sum(sq / debias - jnp.square(m / debias))
