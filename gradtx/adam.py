@@ -120,7 +120,9 @@ def scale_by_adam(
     return GradientTransformation(init_fn, update_fn)
 
 
-def scale_by_adamax(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> GradientTransformation:
+def scale_by_adamax(
+    b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999, eps: float = 1e-8
+) -> GradientTransformation:
     """AdaMax scaling (Kingma & Ba 2015, Section 7.1): Adam with the infinity norm.
 
     .. math::
@@ -145,12 +147,13 @@ def scale_by_adamax(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Gr
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
         check_trees_match(updates, state.mu, name="updates", reference_name="adamax state")
+        beta1, beta2 = value_at(b1, state.step_count), value_at(b2, state.step_count)
         step_count = saturating_increment(state.step_count)
-        mu = jax.tree.map(lambda g, m: _first_moment(g, m, b1), updates, state.mu)
+        mu = jax.tree.map(lambda g, m: _first_moment(g, m, beta1), updates, state.mu)
         nu = jax.tree.map(
-            lambda g, u: jnp.maximum(cast_like(b2, u) * u, jnp.abs(g) + cast_like(eps, u)), updates, state.nu
+            lambda g, u: jnp.maximum(cast_like(beta2, u) * u, jnp.abs(g) + cast_like(eps, u)), updates, state.nu
         )
-        mu_hat = bias_correction(mu, b1, step_count)
+        mu_hat = bias_correction(mu, beta1, step_count)
         return jax.tree.map(lambda m, u: m / u, mu_hat, nu), AdamState(step_count, mu, nu)
 
     return GradientTransformation(init_fn, update_fn)
@@ -166,8 +169,8 @@ class AmsgradState(NamedTuple):
 
 
 def scale_by_amsgrad(
-    b1: float = 0.9,
-    b2: float = 0.999,
+    b1: ScalarOrSchedule = 0.9,
+    b2: ScalarOrSchedule = 0.999,
     eps: float = 1e-8,
     eps_root: float = 0.0,
     mu_dtype: Any = None,
@@ -203,16 +206,17 @@ def scale_by_amsgrad(
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
         check_trees_match(updates, state.mu, name="updates", reference_name="amsgrad state")
+        beta1, beta2 = value_at(b1, state.step_count), value_at(b2, state.step_count)
         step_count = saturating_increment(state.step_count)
-        mu = jax.tree.map(lambda g, m: _first_moment(g, m, b1), updates, state.mu)
-        nu = jax.tree.map(lambda g, v: _second_moment(g, v, b2), updates, state.nu)
-        mu_hat = bias_correction(mu, b1, step_count)
+        mu = jax.tree.map(lambda g, m: _first_moment(g, m, beta1), updates, state.mu)
+        nu = jax.tree.map(lambda g, v: _second_moment(g, v, beta2), updates, state.nu)
+        mu_hat = bias_correction(mu, beta1, step_count)
         if debias_before_max:
-            nu_max = jax.tree.map(jnp.maximum, state.nu_max, bias_correction(nu, b2, step_count))
+            nu_max = jax.tree.map(jnp.maximum, state.nu_max, bias_correction(nu, beta2, step_count))
             nu_eff = nu_max
         else:
             nu_max = jax.tree.map(jnp.maximum, state.nu_max, nu)
-            nu_eff = bias_correction(nu_max, b2, step_count)
+            nu_eff = bias_correction(nu_max, beta2, step_count)
         updates = jax.tree.map(
             lambda m, v: m / (jnp.sqrt(v + cast_like(eps_root, v)) + cast_like(eps, v)), mu_hat, nu_eff
         )

@@ -159,13 +159,14 @@ def scale_by_rms(
 
 
 class AdadeltaState(NamedTuple):
-    """State of ``scale_by_adadelta``: moving averages of ``g^2`` and of ``Delta^2``."""
+    """State of ``scale_by_adadelta``: step count, moving averages of ``g^2`` and of ``Delta^2``."""
 
+    step_count: jax.Array
     squared_gradient_avg: PyTree
     squared_delta_avg: PyTree
 
 
-def scale_by_adadelta(rho: float = 0.9, eps: float = 1e-6) -> GradientTransformation:
+def scale_by_adadelta(rho: ScalarOrSchedule = 0.9, eps: float = 1e-6) -> GradientTransformation:
     """AdaDelta scaling (Zeiler 2012): a step with the units of the parameters.
 
     .. math::
@@ -176,10 +177,10 @@ def scale_by_adadelta(rho: float = 0.9, eps: float = 1e-6) -> GradientTransforma
     Returns ``u_t = Delta_t`` (a direction to *subtract*); ``adadelta`` flips the sign.
 
     Args:
-      rho: decay in [0, 1). Default 0.9.
+      rho: decay in [0, 1) or a schedule. Default 0.9.
       eps: ``epsilon`` > 0; it also sets the first step's size, ``sqrt(eps)``. Default 1e-6.
 
-    State: ``AdadeltaState(squared_gradient_avg, squared_delta_avg)``.
+    State: ``AdadeltaState(step_count, squared_gradient_avg, squared_delta_avg)``.
     Matches ``optax.scale_by_adadelta`` and the inner step of ``torch.optim.Adadelta``.
     """
     check_decay(rho, "rho")
@@ -187,13 +188,14 @@ def scale_by_adadelta(rho: float = 0.9, eps: float = 1e-6) -> GradientTransforma
 
     def init_fn(params: Params) -> AdadeltaState:
         check_float_leaves(params)
-        return AdadeltaState(tree_zeros_like(params), tree_zeros_like(params))
+        return AdadeltaState(zero_step_count(), tree_zeros_like(params), tree_zeros_like(params))
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
         check_trees_match(updates, state.squared_gradient_avg, name="updates", reference_name="adadelta state")
+        decay = value_at(rho, state.step_count)
         grad_avg = jax.tree.map(
-            lambda g, e: cast_like(rho, e) * e + cast_like(1 - rho, e) * jnp.square(g),
+            lambda g, e: cast_like(decay, e) * e + cast_like(1 - decay, e) * jnp.square(g),
             updates,
             state.squared_gradient_avg,
         )
@@ -204,11 +206,11 @@ def scale_by_adadelta(rho: float = 0.9, eps: float = 1e-6) -> GradientTransforma
             state.squared_delta_avg,
         )
         delta_avg = jax.tree.map(
-            lambda d, e: cast_like(rho, e) * e + cast_like(1 - rho, e) * jnp.square(d),
+            lambda d, e: cast_like(decay, e) * e + cast_like(1 - decay, e) * jnp.square(d),
             deltas,
             state.squared_delta_avg,
         )
-        return deltas, AdadeltaState(grad_avg, delta_avg)
+        return deltas, AdadeltaState(saturating_increment(state.step_count), grad_avg, delta_avg)
 
     return GradientTransformation(init_fn, update_fn)
 

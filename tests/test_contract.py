@@ -119,3 +119,36 @@ def test_vmap_over_a_batch_of_params_equals_a_loop(name):
         looped = jax.jit(two_steps)(params)
         for a, b in zip(jax.tree.leaves(looped), jax.tree.leaves(jax.tree.map(lambda x: x[index], vmapped))):
             np.testing.assert_allclose(a, b, rtol=2e-6, atol=2e-6 * max(1.0, float(jnp.max(jnp.abs(b)))))
+
+
+SCHEDULABLE = {
+    "sgd": (gradtx.sgd, {"learning_rate": 0.1, "momentum": 0.9}),
+    "sgd_velocity": (lambda **kw: gradtx.sgd(**kw, velocity_form=True), {"learning_rate": 0.1, "momentum": 0.9}),
+    "adagrad": (gradtx.adagrad, {"learning_rate": 0.1}),
+    "rmsprop": (gradtx.rmsprop, {"learning_rate": 0.01, "decay": 0.9, "momentum": 0.5}),
+    "adadelta": (gradtx.adadelta, {"learning_rate": 0.5, "rho": 0.9, "weight_decay": 0.01}),
+    "adam": (gradtx.adam, {"learning_rate": 1e-3, "b1": 0.9, "b2": 0.999}),
+    "adamw": (gradtx.adamw, {"learning_rate": 1e-3, "b1": 0.9, "b2": 0.999, "weight_decay": 0.01}),
+    "adamax": (gradtx.adamax, {"learning_rate": 1e-3, "b1": 0.9, "b2": 0.999}),
+    "nadam": (gradtx.nadam, {"learning_rate": 1e-3, "b1": 0.9, "b2": 0.999}),
+    "amsgrad": (gradtx.amsgrad, {"learning_rate": 1e-3, "b1": 0.9, "b2": 0.999}),
+    "sign_sgd": (gradtx.sign_sgd, {"learning_rate": 1e-3}),
+    "ema": (gradtx.ema, {"decay": 0.9}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULABLE))
+def test_every_scaling_hyperparameter_takes_a_schedule(name):
+    # A constant schedule must give exactly the float's numbers; a varying one must change them.
+    make, floats = SCHEDULABLE[name]
+    constant = {k: (lambda v: (lambda t: jnp.asarray(v, jnp.float32)))(v) for k, v in floats.items()}
+    varying = {k: (lambda v: (lambda t: jnp.asarray(v, jnp.float32) * 0.5 ** (t % 2)))(v) for k, v in floats.items()}
+    params = nested_params(jnp.float32)
+    with_floats, _ = train(make(**floats), params, 3, jit=True)
+    with_constant, _ = train(make(**constant), params, 3, jit=True)
+    with_varying, _ = train(make(**varying), params, 3, jit=True)
+    for a, b in zip(jax.tree.leaves(with_floats), jax.tree.leaves(with_constant)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert any(
+        not np.allclose(a, b, rtol=1e-6) for a, b in zip(jax.tree.leaves(with_floats), jax.tree.leaves(with_varying))
+    )
