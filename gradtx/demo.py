@@ -57,7 +57,8 @@ def init_mlp(key: jax.Array, sizes: tuple[int, ...]) -> list[dict]:
     layers = []
     for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
         key, sub = jax.random.split(key)
-        layers.append({"w": jax.random.normal(sub, (fan_in, fan_out)) * jnp.sqrt(2.0 / fan_in), "b": jnp.zeros(fan_out)})
+        weights = jax.random.normal(sub, (fan_in, fan_out)) * jnp.sqrt(2.0 / fan_in)
+        layers.append({"w": weights, "b": jnp.zeros(fan_out)})
     return layers
 
 
