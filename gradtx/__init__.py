@@ -72,6 +72,19 @@ from gradtx.rms import (
     scale_by_rms,
 )
 from gradtx.scaling import ScaleByScheduleState, scale, scale_by_learning_rate, scale_by_schedule
+from gradtx.schedules import (
+    as_schedule,
+    constant_schedule,
+    cosine_decay_schedule,
+    exponential_decay,
+    harmonic_decay_schedule,
+    join_schedules,
+    linear_schedule,
+    piecewise_constant_schedule,
+    polynomial_schedule,
+    step_decay_schedule,
+    warmup_cosine_decay_schedule,
+)
 from gradtx.sign import RpropState, rprop, scale_by_rprop, scale_by_sign, sign_sgd
 from gradtx.tree_utils import (
     check_trees_match,

@@ -38,11 +38,14 @@ def as_schedule(value: Any) -> Schedule:
 
 
 def constant_schedule(value: Any) -> Schedule:
-    """``eta_t = value`` for every step."""
+    """``eta_t = value`` for every step, as a float array shaped like ``step_count``.
+
+    Matches ``optax.constant_schedule``.
+    """
 
     def schedule(step_count: jax.Array) -> jax.Array:
-        del step_count
-        return jnp.asarray(value)
+        as_float = jnp.asarray(value, jnp.promote_types(jnp.result_type(value), jnp.float32))
+        return jnp.broadcast_to(as_float, jnp.shape(step_count))
 
     return schedule
 
@@ -75,7 +78,7 @@ def _stage(step_count: jax.Array | int, begin: int, length: int) -> jax.Array:
 
     Integer step counts are divided as integers: under ``jit`` XLA computes a float ``t / N`` as
     ``t * (1/N)``, which for some ``N`` (49, 98, 103, ...) falls just below an integer at
-    ``t = kN`` and would move the step down one update late.
+    ``t = kN`` and would make the value step down one update late.
     """
     t = jnp.asarray(step_count)
     if jnp.issubdtype(t.dtype, jnp.unsignedinteger):
@@ -262,13 +265,14 @@ def linear_schedule(
 
     Args:
       init_value: ``eps_0``.
-      end_value: ``eps_tau`` (the lectures suggest about 1% of ``eps_0``).
+      end_value: ``eps_tau`` (Goodfellow et al. suggest about 1% of ``eps_0``).
       transition_steps: ``tau >= 0``. ``tau = 0`` gives the constant ``eps_0``, as in Optax.
       transition_begin: ``t_0 >= 0``, default ``0``.
 
     Matches ``optax.linear_schedule(init_value, end_value, transition_steps, transition_begin)``;
     with ``transition_begin=0`` it matches ``torch.optim.lr_scheduler.LinearLR(opt,
     start_factor=1.0, end_factor=eps_tau / eps_0, total_iters=tau)`` with ``lr=eps_0``.
+    Reference: Goodfellow, Bengio and Courville, "Deep Learning", MIT Press 2016, section 8.3.1.
     """
     return polynomial_schedule(init_value, end_value, 1, transition_steps, transition_begin)
 
@@ -432,7 +436,8 @@ def join_schedules(
         equal boundaries is never used.
 
     Matches ``optax.join_schedules(schedules, boundaries)``. Torch's nearest is
-    ``torch.optim.lr_scheduler.SequentialLR``, which chains multiplicative schedulers instead.
+    ``torch.optim.lr_scheduler.SequentialLR``, which switches between stateful schedulers at
+    milestones; it is not compared here.
     """
     pieces = [as_schedule(piece) for piece in schedules]
     if not pieces:
