@@ -93,6 +93,8 @@ from gradtx.tree_utils import (
     tree_zeros_like,
 )
 
+from gradtx import nn
+
 __version__ = "0.1.0"
 
 __all__ = [name for name in dir() if not name.startswith("_")]

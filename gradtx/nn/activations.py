@@ -19,7 +19,12 @@ def sigmoid(x: ArrayLike) -> jax.Array:
     """Logistic sigmoid ``a = 1 / (1 + exp(-s))``; derivative ``a' = a (1 - a)``.
 
     Saturates for large ``|s|`` (``a' <= 1/4`` everywhere), the reason deep sigmoid networks
-    train slowly. Same as ``jax.nn.sigmoid`` and ``torch.sigmoid``.
+    train slowly.
+
+    Args:
+      x: pre-activations ``s``.
+
+    Same as ``jax.nn.sigmoid`` and ``torch.sigmoid``.
     """
     return jax.nn.sigmoid(x)
 
@@ -27,7 +32,12 @@ def sigmoid(x: ArrayLike) -> jax.Array:
 def tanh(x: ArrayLike) -> jax.Array:
     """Hyperbolic tangent ``a = tanh(s)``; derivative ``a' = 1 - a^2``.
 
-    Zero-centred, ``tanh(s) = 2 sigmoid(2 s) - 1``. Same as ``jnp.tanh`` and ``torch.tanh``.
+    Zero-centred, ``tanh(s) = 2 sigmoid(2 s) - 1``.
+
+    Args:
+      x: pre-activations ``s``.
+
+    Same as ``jnp.tanh`` and ``torch.tanh``.
     """
     return jnp.tanh(x)
 
@@ -36,8 +46,12 @@ def relu(x: ArrayLike) -> jax.Array:
     """Rectified linear unit ``a = max(s, 0)``; derivative ``1[s > 0]`` (``0`` at ``s = 0``).
 
     Does not saturate for ``s > 0``; a unit whose input is negative for every example gets no
-    gradient ("dead"), which a small positive bias init helps avoid. Same as ``jax.nn.relu``
-    (whose derivative at 0 is 0) and ``torch.relu``.
+    gradient ("dead"), which a small positive bias init helps avoid.
+
+    Args:
+      x: pre-activations ``s``.
+
+    Same as ``jax.nn.relu`` (whose derivative at 0 is 0) and ``torch.relu``.
     """
     return jax.nn.relu(x)
 
@@ -116,4 +130,3 @@ def maxout(x: ArrayLike, num_pieces: int, axis: int = -1) -> jax.Array:
         )
     grouped = x.reshape(x.shape[:axis] + (size // num_pieces, num_pieces) + x.shape[axis + 1 :])
     return jnp.max(grouped, axis=axis + 1)
-

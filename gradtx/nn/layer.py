@@ -26,10 +26,14 @@ LayerState = Any
 
 
 class InitFn(Protocol):
+    """``init(key) -> (params, state)``; the key may be ``None`` when every initializer ignores it."""
+
     def __call__(self, key: jax.Array | None) -> tuple[Params, LayerState]: ...
 
 
 class ApplyFn(Protocol):
+    """``apply(params, state, x, *, train, axis_name=None) -> (y, new_state)``."""
+
     def __call__(
         self,
         params: Params,

@@ -27,10 +27,11 @@ import jax.numpy as jnp
 from jax import lax
 from jax.typing import DTypeLike
 
-from gradtx.base import EmptyState
+from gradtx.base import EmptyState, value_at
 from gradtx.nn.initializers import Initializer, ones, zeros
 from gradtx.nn.layer import Layer, LayerState, Params
-from gradtx.validation import check_decay, check_greater_than, check_non_negative, check_positive
+from gradtx.tree_utils import saturating_increment, zero_step_count
+from gradtx.validation import check_decay, check_non_negative, check_positive
 
 Axes = int | Sequence[int]
 FloatOrSchedule = float | Callable[[jax.Array], jax.Array]
@@ -112,20 +113,16 @@ def _init_affine(
     return params
 
 
-def _scale_and_shift(params: Params, x_hat: jax.Array, feature_axes: tuple[int, ...]) -> jax.Array:
-    """``scale * x_hat + bias`` per feature (either may be absent)."""
+def _scale_and_shift(
+    params: Params, x_hat: jax.Array, feature_axes: tuple[int, ...], use_scale: bool, use_bias: bool
+) -> jax.Array:
+    """``scale * x_hat + bias`` per feature, each term only if the layer has it."""
     y = x_hat
-    if "scale" in params:
+    if use_scale:
         y = y * _broadcast_to_axes(params["scale"], x_hat.ndim, feature_axes)
-    if "bias" in params:
+    if use_bias:
         y = y + _broadcast_to_axes(params["bias"], x_hat.ndim, feature_axes)
     return y
-
-
-def _as_schedule(value: FloatOrSchedule) -> Callable[[jax.Array], jax.Array]:
-    if callable(value):
-        return value
-    return lambda step_count: jnp.asarray(value)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -213,7 +210,7 @@ def batch_norm(
         else:
             mu = _broadcast_to_axes(state.mean, x.ndim, feature_axes)
             var = _broadcast_to_axes(state.var, x.ndim, feature_axes)
-        return _scale_and_shift(params, (x - mu) * lax.rsqrt(var + eps), feature_axes), state
+        return _scale_and_shift(params, (x - mu) * lax.rsqrt(var + eps), feature_axes, use_scale, use_bias), state
 
     return Layer(init, apply)
 
@@ -330,11 +327,10 @@ def batch_renorm(
     """
     check_decay(momentum, "batch_renorm: momentum")
     check_positive(eps, "batch_renorm: eps")
-    if not callable(rmax):
-        check_greater_than(rmax, 1.0 - 1e-12, "batch_renorm: rmax")
+    if isinstance(rmax, int | float) and not rmax >= 1:
+        raise ValueError(f"batch_renorm: rmax must be >= 1, got {rmax!r}.")
     if not callable(dmax):
         check_non_negative(dmax, "batch_renorm: dmax")
-    rmax_schedule, dmax_schedule = _as_schedule(rmax), _as_schedule(dmax)
     feature_shape = _as_shape(num_features)
 
     def init(key: jax.Array | None = None) -> tuple[Params, BatchRenormState]:
@@ -342,7 +338,7 @@ def batch_renorm(
         state = BatchRenormState(
             jnp.zeros(feature_shape, param_dtype),
             jnp.ones(feature_shape, param_dtype),
-            jnp.zeros((), jnp.int32),
+            zero_step_count(),
         )
         return params, state
 
@@ -354,20 +350,20 @@ def batch_renorm(
         mu = _broadcast_to_axes(state.mean, x.ndim, feature_axes)
         sigma = _broadcast_to_axes(state.std, x.ndim, feature_axes)
         if not train:
-            return _scale_and_shift(params, (x - mu) / sigma, feature_axes), state
+            return _scale_and_shift(params, (x - mu) / sigma, feature_axes, use_scale, use_bias), state
         reduction_axes = tuple(a for a in range(x.ndim) if a not in feature_axes)
         mu_batch, var_batch = _moments(x, reduction_axes, axis_name)
         sigma_batch = jnp.sqrt(var_batch + eps)
-        r_bound = rmax_schedule(state.step_count)
-        d_bound = dmax_schedule(state.step_count)
+        r_bound = value_at(rmax, state.step_count)
+        d_bound = value_at(dmax, state.step_count)
         r = lax.stop_gradient(jnp.clip(sigma_batch / sigma, 1.0 / r_bound, r_bound))
         d = lax.stop_gradient(jnp.clip((mu_batch - mu) / sigma, -d_bound, d_bound))
-        y = _scale_and_shift(params, (x - mu_batch) / sigma_batch * r + d, feature_axes)
+        y = _scale_and_shift(params, (x - mu_batch) / sigma_batch * r + d, feature_axes, use_scale, use_bias)
         alpha = 1 - momentum
         new_mean = state.mean + alpha * (mu_batch.reshape(feature_shape) - state.mean)
         new_std = state.std + alpha * (sigma_batch.reshape(feature_shape) - state.std)
         new_state = BatchRenormState(
-            new_mean.astype(state.mean.dtype), new_std.astype(state.std.dtype), state.step_count + 1
+            new_mean.astype(state.mean.dtype), new_std.astype(state.std.dtype), saturating_increment(state.step_count)
         )
         return y, new_state
 
@@ -426,7 +422,7 @@ def layer_norm(
         features = _canonical_axes(x.ndim, feature_axes)
         _check_feature_shape("layer_norm", x, features, feature_shape)
         mu, var = _moments(x, _canonical_axes(x.ndim, reduction_axes), axis_name)
-        return _scale_and_shift(params, (x - mu) * lax.rsqrt(var + eps), features), state
+        return _scale_and_shift(params, (x - mu) * lax.rsqrt(var + eps), features, use_scale, use_bias), state
 
     return Layer(init, apply)
 
@@ -475,7 +471,7 @@ def rms_norm(
         features = _canonical_axes(x.ndim, feature_axes)
         _check_feature_shape("rms_norm", x, features, feature_shape)
         _, mean_square = _moments(x, _canonical_axes(x.ndim, reduction_axes), axis_name, centered=False)
-        return _scale_and_shift(params, x * lax.rsqrt(mean_square + eps), features), state
+        return _scale_and_shift(params, x * lax.rsqrt(mean_square + eps), features, use_scale, False), state
 
     return Layer(init, apply)
 
@@ -527,7 +523,7 @@ def instance_norm(
         _check_feature_shape("instance_norm", x, features, feature_shape)
         reduction_axes = tuple(a for a in range(1, x.ndim) if a not in features)
         mu, var = _moments(x, reduction_axes, axis_name)
-        return _scale_and_shift(params, (x - mu) * lax.rsqrt(var + eps), features), state
+        return _scale_and_shift(params, (x - mu) * lax.rsqrt(var + eps), features, use_scale, use_bias), state
 
     return Layer(init, apply)
 
@@ -600,7 +596,7 @@ def group_norm(
         reduction_axes = tuple(range(1, x.ndim - 1)) + (x.ndim,)
         mu, var = _moments(grouped, reduction_axes, axis_name)
         x_hat = ((grouped - mu) * lax.rsqrt(var + eps)).reshape(x.shape)
-        return _scale_and_shift(params, x_hat, (x.ndim - 1,)), state
+        return _scale_and_shift(params, x_hat, (x.ndim - 1,), use_scale, use_bias), state
 
     return Layer(init, apply)
 
@@ -682,7 +678,7 @@ def weight_norm(
     def apply(
         params: Params, state: LayerState, x: jax.Array, *, train: bool, axis_name: str | None = None
     ) -> tuple[jax.Array, LayerState]:
-        layer_params = {k: v for k, v in params.items() if k != scale_name}
+        layer_params = {name: value for name, value in params.items() if name != scale_name}
         layer_params[param_name] = weight_normalize(
             params[param_name], params[scale_name], feature_axes=feature_axes, eps=eps
         )

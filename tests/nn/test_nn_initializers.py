@@ -33,43 +33,54 @@ SAME_AS_JAX = {
     "lecun_normal": (nn.lecun_normal(), J.lecun_normal()),
     "he_normal_torch_layout": (nn.he_normal(in_axis=1, out_axis=0), J.he_normal(in_axis=1, out_axis=0)),
     "glorot_uniform_batched": (nn.glorot_uniform(batch_axis=0), J.glorot_uniform(batch_axis=0)),
-    "orthogonal": (nn.orthogonal(1.5), J.orthogonal(1.5)),
-    "orthogonal_column_axis_0": (nn.orthogonal(0.5, column_axis=0), J.orthogonal(0.5, column_axis=0)),
 }
 
 
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
-@pytest.mark.parametrize("shape", [(17, 9), (9, 17), (3, 3, 8, 16)])
-@pytest.mark.parametrize("name", sorted(SAME_AS_JAX))
-def test_same_key_gives_same_array_as_jax(name, shape, dtype):
+# JAX's generator compiles slowly for arrays of rank > 2 on CPU (seconds each), so the reference
+# arrays use a dense (16, 8) kernel, and the uniform fan-dependent initializers also one small conv1d
+# kernel (2, 3, 4) (receptive field 2). All samplers derive from the same flat stream of random bits,
+# so one sampler at rank 3 checks gradtx's flat draw (see ``_flat_draw``).
+FAN_DEPENDENT = ["glorot_uniform", "he_uniform", "lecun_uniform"]
+
+
+@pytest.mark.parametrize(
+    "name, shape", [(name, (16, 8)) for name in sorted(SAME_AS_JAX)] + [(name, (2, 3, 4)) for name in FAN_DEPENDENT]
+)
+def test_same_key_gives_same_array_as_jax(name, shape):
     ours, theirs = SAME_AS_JAX[name]
-    a = ours(KEY, shape, dtype)
-    b = theirs(KEY, shape, dtype)
-    assert a.dtype == dtype and a.shape == shape
+    a = ours(KEY, shape, jnp.float32)
+    b = theirs(KEY, shape, jnp.float32)
+    assert a.dtype == jnp.float32 and a.shape == shape
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("column_axis", [-1, 0])
+def test_orthogonal_same_as_jax(column_axis):
+    a = nn.orthogonal(1.5, column_axis)(KEY, (16, 8), jnp.float32)
+    b = J.orthogonal(1.5, column_axis)(KEY, (16, 8), jnp.float32)
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 @pytest.mark.parametrize("mode", ["fan_in", "fan_out", "fan_avg", "fan_geo_avg"])
 @pytest.mark.parametrize("distribution", ["truncated_normal", "normal", "uniform"])
 def test_variance_scaling_same_as_jax(mode, distribution):
-    shape = (2, 5, 6, 7)
-    kwargs = dict(in_axis=(1, 2), out_axis=-1, batch_axis=0)
+    shape = (16, 8)
+    kwargs = dict(in_axis=1, out_axis=0)  # the transposed (torch) layout
     a = nn.variance_scaling(0.7, mode, distribution, **kwargs)(KEY, shape, jnp.float32)
     b = J.variance_scaling(0.7, mode, distribution, **kwargs)(KEY, shape, jnp.float32)
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_delta_orthogonal_same_as_jax():
-    for shape in [(3, 4, 6), (3, 3, 4, 6), (3, 3, 3, 5, 5)]:
-        a = nn.delta_orthogonal(1.3)(KEY, shape, jnp.float32)
-        b = J.delta_orthogonal(1.3)(KEY, shape, jnp.float32)
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    a = nn.delta_orthogonal(1.3)(KEY, (3, 5, 8, 16), jnp.float32)
+    b = J.delta_orthogonal(1.3)(KEY, (3, 5, 8, 16), jnp.float32)
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_default_dtype_is_float32_even_with_x64():
     assert jax.config.jax_enable_x64
     for init in [nn.zeros, nn.ones, nn.normal(), nn.he_normal(), nn.orthogonal()]:
-        assert init(KEY, (4, 3)).dtype == jnp.float32
+        assert init(KEY, (16, 8)).dtype == jnp.float32
 
 
 # ------------------------------------------------------------------------------------------------
@@ -113,8 +124,9 @@ def test_compute_fans_rejects_vectors():
 # Moments on large shapes
 
 
-DENSE = (512, 1024)  # fan_in 512, fan_out 1024, 524288 samples
-CONV = (3, 3, 64, 128)  # fan_in 576, fan_out 1152, 73728 samples
+# Both have 2^19 entries, so every test draws from the same few compiled samplers.
+DENSE = (512, 1024)  # fan_in 512, fan_out 1024
+CONV = (4, 4, 128, 256)  # fan_in 16 * 128 = 2048, fan_out 16 * 256 = 4096
 
 
 @pytest.mark.parametrize(
@@ -126,9 +138,9 @@ CONV = (3, 3, 64, 128)  # fan_in 576, fan_out 1152, 73728 samples
         (nn.glorot_uniform(), DENSE, 2 / (512 + 1024)),
         (nn.lecun_normal(), DENSE, 1 / 512),
         (nn.lecun_uniform(), DENSE, 1 / 512),
-        (nn.he_normal(), CONV, 2 / 576),
-        (nn.glorot_uniform(), CONV, 2 / (576 + 1152)),
-        (nn.variance_scaling(3.0, "fan_out", "normal"), CONV, 3 / 1152),
+        (nn.he_normal(), CONV, 2 / 2048),
+        (nn.glorot_uniform(), CONV, 2 / (2048 + 4096)),
+        (nn.variance_scaling(3.0, "fan_out", "normal"), CONV, 3 / 4096),
         (nn.variance_scaling(1.0, "fan_geo_avg", "truncated_normal"), DENSE, 1 / math.sqrt(512 * 1024)),
         (nn.normal(0.3), DENSE, 0.09),
     ],
@@ -164,7 +176,7 @@ def test_truncated_normals():
     w = np.asarray(nn.truncated_normal(0.5)(KEY, DENSE, jnp.float64))
     assert np.abs(w).max() <= 1.0
     np.testing.assert_allclose(w.std(), 0.5 * 0.87962566103423978, rtol=0.01)
-    w = np.asarray(nn.truncated_normal(1.0, lower=0.0, upper=1.0)(KEY, (4096,), jnp.float64))
+    w = np.asarray(nn.truncated_normal(1.0, lower=0.0, upper=1.0)(KEY, DENSE, jnp.float64))
     assert w.min() >= 0 and w.max() <= 1
 
 
@@ -176,10 +188,10 @@ def test_uniform_is_one_sided_like_jax():
 
 def test_glorot_uniform_moments_match_torch_xavier_uniform():
     torch.manual_seed(0)
-    t = torch.nn.init.xavier_uniform_(torch.empty(256, 128, 3, 3, dtype=torch.float64)).numpy()
+    t = torch.nn.init.xavier_uniform_(torch.empty(256, 128, 4, 4, dtype=torch.float64)).numpy()
     ours = np.asarray(nn.glorot_uniform(in_axis=1, out_axis=0)(KEY, t.shape, jnp.float64))
-    assert np.abs(ours).max() <= math.sqrt(6 / (9 * 128 + 9 * 256))
-    assert np.abs(t).max() <= math.sqrt(6 / (9 * 128 + 9 * 256))
+    assert np.abs(ours).max() <= math.sqrt(6 / (16 * 128 + 16 * 256))
+    assert np.abs(t).max() <= math.sqrt(6 / (16 * 128 + 16 * 256))
     np.testing.assert_allclose(ours.var(), t.var(), rtol=0.03)
 
 
@@ -196,23 +208,20 @@ def test_constant_initializers():
 
 @pytest.mark.parametrize(
     "shape, column_axis",
-    [((64, 32), -1), ((32, 64), -1), ((3, 3, 16, 32), -1), ((3, 3, 16, 32), 0), ((40, 40), 0)],
+    # All are a 16 x 8 matrix or its transpose once reshaped, so they share one compiled QR.
+    [((16, 8), -1), ((8, 16), -1), ((2, 2, 4, 8), -1), ((8, 2, 2, 4), 0), ((16, 8), 0)],
 )
 def test_orthogonal(shape, column_axis):
     scale = 1.7
-    w = np.asarray(nn.orthogonal(scale, column_axis)(KEY, shape, jnp.float64))
+    w = np.asarray(nn.orthogonal(scale, column_axis)(KEY, shape, jnp.float32), np.float64)
     matrix = np.moveaxis(w, column_axis, -1).reshape(-1, shape[column_axis])
     rows, cols = matrix.shape
     gram = matrix.T @ matrix if rows >= cols else matrix @ matrix.T
-    np.testing.assert_allclose(gram, scale**2 * np.eye(min(rows, cols)), atol=1e-12)
-
-
-def test_orthogonal_preserves_norms_through_depth():
-    x = jax.random.normal(jax.random.key(1), (8, 64), jnp.float64)
-    h = x
-    for key in jax.random.split(KEY, 50):
-        h = h @ nn.orthogonal()(key, (64, 64), jnp.float64)
-    np.testing.assert_allclose(jnp.linalg.norm(h, axis=1), jnp.linalg.norm(x, axis=1), rtol=1e-10)
+    np.testing.assert_allclose(gram, scale**2 * np.eye(min(rows, cols)), atol=1e-5)
+    # An orthonormal map preserves norms: a deep stack of them neither explodes nor vanishes.
+    if rows <= cols:
+        x = np.random.default_rng(0).normal(size=(3, rows))
+        np.testing.assert_allclose(np.linalg.norm(x @ matrix, axis=1), scale * np.linalg.norm(x, axis=1), rtol=1e-5)
 
 
 def test_orthogonal_rejects_vectors():
@@ -221,17 +230,17 @@ def test_orthogonal_rejects_vectors():
 
 
 def test_delta_orthogonal_structure_and_norm_preservation():
-    shape = (3, 5, 16, 24)
-    w = np.asarray(nn.delta_orthogonal(1.0)(KEY, shape, jnp.float64))
+    shape = (3, 5, 8, 16)
+    w = np.asarray(nn.delta_orthogonal(1.0)(KEY, shape, jnp.float32), np.float64)
     centre = w[1, 2]
-    np.testing.assert_allclose(centre @ centre.T, np.eye(16), atol=1e-12)
+    np.testing.assert_allclose(centre @ centre.T, np.eye(8), atol=1e-5)
     w_off_centre = w.copy()
     w_off_centre[1, 2] = 0
     assert not w_off_centre.any()
     # A SAME-padded convolution with it maps each pixel's channels orthogonally: norms preserved.
-    x = jax.random.normal(jax.random.key(2), (2, 7, 9, 16), jnp.float64)
+    x = np.random.default_rng(0).normal(size=(2, 7, 9, 8))
     y = lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    np.testing.assert_allclose(jnp.linalg.norm(y, axis=-1), jnp.linalg.norm(x, axis=-1), rtol=1e-10)
+    np.testing.assert_allclose(np.linalg.norm(y, axis=-1), np.linalg.norm(x, axis=-1), rtol=1e-5)
 
 
 def test_delta_orthogonal_errors():
@@ -247,9 +256,9 @@ def test_invalid_arguments():
     with pytest.raises(ValueError, match="distribution"):
         nn.variance_scaling(1.0, "fan_in", "cauchy")
     with pytest.raises(ValueError, match="real floating dtype"):
-        nn.he_normal()(KEY, (3, 3), jnp.complex64)
+        nn.he_normal()(KEY, (16, 8), jnp.complex64)
 
 
 def test_initializers_work_under_jit():
     init = jax.jit(nn.he_normal(), static_argnums=(1, 2))
-    np.testing.assert_array_equal(init(KEY, (5, 4), jnp.float32), nn.he_normal()(KEY, (5, 4), jnp.float32))
+    np.testing.assert_array_equal(init(KEY, (16, 8), jnp.float32), nn.he_normal()(KEY, (16, 8), jnp.float32))
