@@ -4,6 +4,7 @@ The public namespace is flat: ``gradtx.adam``, ``gradtx.chain``, ``gradtx.scale_
 ``gradtx.cosine_decay_schedule``. Layers and initializers live in ``gradtx.nn``.
 """
 
+from gradtx import nn
 from gradtx.adam import (
     AdamState,
     AmsgradState,
@@ -92,8 +93,6 @@ from gradtx.tree_utils import (
     tree_global_norm,
     tree_zeros_like,
 )
-
-from gradtx import nn
 
 __version__ = "0.1.0"
 
