@@ -5,6 +5,7 @@ The public namespace is flat: ``gradtx.adam``, ``gradtx.chain``, ``gradtx.scale_
 """
 
 from gradtx import nn
+from gradtx.accumulation import AccumulationState, accumulate_gradients
 from gradtx.adam import (
     AdamState,
     AmsgradState,
@@ -31,6 +32,7 @@ from gradtx.base import (
     stateless_with_tree_map,
     value_at,
 )
+from gradtx.checkpoint import load_state, save_state
 from gradtx.combinators import (
     MaskedNode,
     MaskedState,
@@ -42,6 +44,16 @@ from gradtx.combinators import (
     partition,
     set_to_zero,
 )
+from gradtx.distributed import (
+    bytes_per_device,
+    init_sharded,
+    replicate,
+    shard_batch,
+    state_shardings,
+    zero1,
+    zero1_spec,
+)
+from gradtx.hyperparams import InjectHyperparamsState, get_hyperparams, inject_hyperparams, set_hyperparams
 from gradtx.momentum import (
     EmaState,
     HeavyBallState,
@@ -87,6 +99,7 @@ from gradtx.schedules import (
     warmup_cosine_decay_schedule,
 )
 from gradtx.sign import RpropState, rprop, scale_by_rprop, scale_by_sign, sign_sgd
+from gradtx.sweep import SweepResult, config_grid, config_samples, loss_curve, sweep
 from gradtx.tree_utils import (
     check_trees_match,
     saturating_increment,
