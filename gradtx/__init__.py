@@ -98,6 +98,38 @@ from gradtx.schedules import (
     step_decay_schedule,
     warmup_cosine_decay_schedule,
 )
+from gradtx.second_order import (
+    ConjugateGradientResult,
+    ConjugateGradientState,
+    ESGDState,
+    HessianFreeState,
+    LbfgsState,
+    LineSearchResult,
+    MomentumAutotunerState,
+    NewtonState,
+    ScaledConjugateGradientState,
+    backtracking_line_search,
+    conjugate_gradient,
+    conjugate_gradient_solve,
+    esgd,
+    extreme_eigenvalues,
+    gauss_newton_operator,
+    gauss_newton_vector_product,
+    hessian_free,
+    hessian_operator,
+    hessian_vector_product,
+    hutchinson_diagonal,
+    lanczos_eigenvalues,
+    lbfgs,
+    lbfgs_direction,
+    momentum_autotuner,
+    newton,
+    optimal_momentum,
+    power_iteration,
+    scale_by_esgd,
+    scaled_conjugate_gradient,
+    wolfe_line_search,
+)
 from gradtx.sign import RpropState, rprop, scale_by_rprop, scale_by_sign, sign_sgd
 from gradtx.sweep import SweepResult, config_grid, config_samples, loss_curve, sweep
 from gradtx.tree_utils import (

@@ -8,7 +8,27 @@ momentum and a YellowFin-style momentum tuner.
 Methods that need the objective take it as a keyword of ``update``:
 ``tx.update(grads, state, params, value_fn=loss)`` (Hessian-free with Gauss-Newton curvature
 takes ``model_fn=`` and ``output_loss_fn=``). ``grads`` must be the gradient of that objective
-at ``params``.
+at ``params``. A whole run fits in one ``jit``::
+
+    import jax, jax.numpy as jnp
+    from gradtx import apply_updates
+    from gradtx.second_order import lbfgs
+
+    def loss(w):
+        return jnp.sum((w - 3.0) ** 2) + jnp.sum(w**4)
+
+    tx = lbfgs()
+
+    @jax.jit
+    def run(w):
+        def step(carry, _):
+            w, state = carry
+            updates, state = tx.update(jax.grad(loss)(w), state, w, value_fn=loss)
+            return (apply_updates(w, updates), state), None
+
+        return jax.lax.scan(step, (w, tx.init(w)), None, length=20)[0][0]
+
+    run(jnp.zeros(3))  # -> about [1.0, 1.0, 1.0], where 4 w^3 + 2 (w - 3) = 0
 """
 
 from gradtx.second_order.conjugate_gradient import (

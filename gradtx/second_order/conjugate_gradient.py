@@ -289,9 +289,7 @@ def scaled_conjugate_gradient(
         # Step 7's deferred direction update (the weights moved last call).
         moved = state.success & ~first
         restart = first | (state.since_restart >= period)
-        beta = safe_divide(
-            tree_vdot(r_new, r_new) - tree_vdot(r_new, state.residual), state.mu
-        )
+        beta = safe_divide(tree_vdot(r_new, r_new) - tree_vdot(r_new, state.residual), state.mu)
         conjugate = tree_add_scaled(r_new, beta, state.direction)
         p = tree_where(restart, r_new, tree_where(moved, conjugate, state.direction))
         r = tree_where(first | moved, r_new, state.residual)

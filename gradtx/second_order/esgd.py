@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -47,15 +48,17 @@ def scale_by_esgd(
     the Hessian: the equilibration preconditioner, which stays positive and meaningful where
     ``H`` is indefinite (near saddle points), unlike the Jacobi preconditioner ``|diag H|``. ``D``
     is a running sum (not a moving average) as in the paper's Algorithm 1, and it is refreshed
-    every ``update_interval`` steps to amortize the Hessian-vector product (the paper updates every
-    20 iterations). No sign or learning rate is applied: see :func:`esgd`.
+    every ``update_interval`` steps. The paper's Algorithm 1 probes every step
+    (``update_interval=1``); the default 20 amortizes the product, which costs about two gradient
+    evaluations. No sign or learning rate is applied: see :func:`esgd`.
 
     The objective is given to ``update`` as ``value_fn`` (``params -> scalar loss``, e.g. the
     current minibatch loss); the Hessian-vector products are taken at ``params``.
 
     Args:
-      damping: ``lambda > 0`` added to the RMS (default 1e-4; the paper tunes it per task).
-      update_interval: steps between probes (default 20).
+      damping: ``lambda > 0`` added to the RMS (default 1e-4, our choice; it bounds the step on
+        flat coordinates and is tuned together with the learning rate).
+      update_interval: steps between probes (default 20; 1 is the paper's Algorithm 1).
       seed: seed of the probe PRNG key (default 0).
 
     State:
@@ -89,9 +92,7 @@ def scale_by_esgd(
             return total, state.num_samples + 1
 
         sample = state.step_count % update_interval == 0
-        curvature_sum, num_samples = jax.lax.cond(
-            sample, probe, lambda: (state.curvature_sum, state.num_samples)
-        )
+        curvature_sum, num_samples = jax.lax.cond(sample, probe, lambda: (state.curvature_sum, state.num_samples))
         count = jnp.maximum(num_samples, 1)
         new_updates = jax.tree.map(
             lambda g, d: (g / (jnp.sqrt(d / count) + damping)).astype(jnp.result_type(g)),
@@ -120,9 +121,10 @@ def esgd(
         every update_interval steps:  v ~ N(0, I),  D <- D + (H v)^2,  i <- i + 1
         u_t = -eta_t g_t / (sqrt(D / i) + lambda)
 
-    :func:`scale_by_esgd` followed by the step ``-eta_t``. The effective step along each
-    coordinate is ``eta / ||H_{j,:}||``, so ``eta`` is dimensionless (about 1 on a quadratic,
-    where ESGD with a diagonal Hessian is exactly diagonally preconditioned gradient descent).
+    :func:`scale_by_esgd` followed by the step ``-eta_t``. The effective step along coordinate
+    ``j`` is ``eta / ||H_{j,:}||``, so ``eta`` is dimensionless; with a diagonal Hessian
+    ``sqrt(D / i) -> |H_jj|`` and ESGD becomes Jacobi-preconditioned descent, for which
+    ``eta`` below 2 converges on a convex quadratic.
 
     Pass the objective to ``update`` as ``value_fn`` (``params -> scalar loss``)::
 
@@ -130,7 +132,7 @@ def esgd(
 
     Args:
       learning_rate: ``eta``, a float or a schedule.
-      damping: ``lambda`` (default 1e-4).
+      damping: ``lambda`` (default 1e-4, see :func:`scale_by_esgd`).
       update_interval: steps between Hessian-vector products (default 20).
       seed: probe PRNG seed (default 0).
 

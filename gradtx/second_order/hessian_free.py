@@ -79,11 +79,12 @@ def hessian_free(
     direction (possible with ``curvature="hessian"``), or on Martens' relative-progress test with
     ``eps = progress_tolerance`` (see :func:`conjugate_gradient_solve`). The warm start is used
     only when its model value is negative (it already improves on ``p = 0``). The reduction
-    ratio uses the undamped model, as in Martens & Sutskever (2012). Without a line search
-    (``line_search=False``) the full ``p_t`` is taken when it decreases ``f`` and nothing
-    otherwise; the backtracking search is Martens & Sutskever's (2012) simplification of
-    Martens' (2010) backtracking over stored CG iterates, which is not implemented here, nor is
-    the diagonal CG preconditioner (it needs per-example gradients).
+    ratio is taken against the undamped model (``B``, not ``B + lambda I``); it leaves ``lambda``
+    unchanged when the model predicts no decrease (``p = 0`` at a stationary point). Without a
+    line search (``line_search=False``) the full ``p_t`` is taken when it decreases ``f`` and
+    nothing otherwise. The backtracking search along ``p_t`` stands in for Martens' (2010)
+    backtracking over stored CG iterates, which is not implemented, and neither is his diagonal
+    CG preconditioner (it needs per-example gradients).
 
     ``update`` takes the objective as keywords:
 
@@ -160,9 +161,7 @@ def hessian_free(
             value_fn = lambda p: output_loss_fn(model_fn(p))
         return value_fn, gauss_newton_operator(model_fn, output_loss_fn, params)
 
-    def update_fn(
-        updates, state, params=None, *, value_fn=None, model_fn=None, output_loss_fn=None, **extra_args
-    ):
+    def update_fn(updates, state, params=None, *, value_fn=None, model_fn=None, output_loss_fn=None, **extra_args):
         del extra_args
         params = require_params(params, "hessian_free")
         check_trees_match(updates, params, name="updates", reference_name="params")

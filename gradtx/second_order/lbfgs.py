@@ -185,9 +185,7 @@ def lbfgs(
         slot = state.next_slot
         new_state = LbfgsState(
             step_count=saturating_increment(state.step_count),
-            position_changes=tree_where(
-                store, _set_slot(state.position_changes, slot, step), state.position_changes
-            ),
+            position_changes=tree_where(store, _set_slot(state.position_changes, slot, step), state.position_changes),
             gradient_changes=tree_where(
                 store, _set_slot(state.gradient_changes, slot, gradient_change), state.gradient_changes
             ),

@@ -10,7 +10,8 @@ direction (``phi'(0) < 0``), otherwise the search returns the step 0 at once.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp

@@ -93,7 +93,8 @@ class MomentumAutotunerState(NamedTuple):
       curvature_max: moving average of the largest-curvature measurements (not debiased).
       curvature_min: moving average of the smallest-curvature measurements (not debiased).
       curvature_mean: moving average of the curvature used for the distance estimate.
-      curvature_window: the last ``curvature_window`` measurements ``h_t`` (gradient-norm mode).
+      curvature_window: the last ``w`` measurements of the top curvature (``h_t`` in gradient-norm
+        mode).
       gradient_mean: moving average of ``g`` (not debiased).
       gradient_square_mean: moving average of ``g * g`` (not debiased).
       gradient_norm_mean: moving average of ``||g||`` (not debiased).
@@ -135,33 +136,44 @@ def momentum_autotuner(
 
         (mu*, alpha*) = argmin  mu D^2 + alpha^2 C
                         s.t.    sqrt(mu) >= (sqrt(h_max/h_min) - 1) / (sqrt(h_max/h_min) + 1),
-                                alpha = (1 - sqrt(mu))^2 / h_min,
+                                alpha = (1 - sqrt(mu))^2 / h_min
 
     (``x = sqrt(mu)`` is the root of ``(1 - x)^3 = p x`` with ``p = D^2 h_min^2 / (2 C)``, then
-    ``mu* = max(x^2, mu_kappa)``), smooths ``alpha_t = b alpha_{t-1} + (1 - b) alpha*`` and
-    ``mu_t = b mu_{t-1} + (1 - b) mu*`` from the given initial values, and takes the heavy-ball step
+    ``mu* = max(x^2, mu_kappa)``), smooths the pair from the given initial values and takes the
+    heavy-ball step:
 
-        u_t = -alpha_t g_t + mu_t (w_t - w_{t-1}).
+        mu_t    = b mu_{t-1} + (1 - b) mu*
+        alpha_t = min(b alpha_{t-1} + (1 - b) alpha*,  alpha* (1 + mu_t) / (1 + mu*))
+        u_t     = -alpha_t g_t + mu_t (w_t - w_{t-1}).
 
     Without gradient noise (``C = 0``) the targets are exactly Goh's :func:`optimal_momentum` for
     the measured range. The statistics are exponential moving averages with decay ``b``,
     zero-debiased (divided by ``1 - b^t``) when used:
 
-        C = sum(avg(g^2) - avg(g)^2),   D = avg(avg(||g||) / avg(h)).
+        C = sum(avg(g^2) - avg(g)^2),   D = avg(avg(||g||) / avg(h)),
+        h_max = avg(max of the last w measurements),   h_min = avg(min measurement).
+
+    The cap on ``alpha_t`` is not in YellowFin: a smoothed step lags behind a rising curvature
+    (power-iteration warm-up, sharpening of a network's loss) and then violates the heavy-ball
+    stability bound ``alpha h_max < 2 (1 + mu)``; Goh's pair satisfies it, and the cap keeps
+    ``alpha_t`` below it for the current ``mu_t``, so a rise in ``h_max`` cuts the step at once
+    while decreases are followed smoothly.
 
     Curvature measurements (``curvature``):
 
     * ``"hessian"`` (default; needs ``value_fn`` in ``update``): one warm-started power-iteration
-      step per update on ``H`` gives ``h_max`` (the Rayleigh quotient of the top vector), and one on
-      ``h_max I - H`` gives ``h_min``: two Hessian-vector products per update. ``h_min`` is clipped
-      to ``[h_max / max_condition_number, h_max]`` (non-convex losses have ``h_min <= 0``), and
-      ``D`` uses ``h = h_min``. These measurements have the units of curvature, so on a quadratic
-      the targets converge to Goh's optimum for the true spectrum. This replaces YellowFin's
-      proxy, and it is the main departure from the paper.
-    * ``"gradient_norm"`` (the paper's Algorithm 2-4, no ``value_fn``): ``h_t = ||g_t||^2``,
-      ``h_max``/``h_min`` are moving averages of the max/min of ``h`` over the last
-      ``curvature_window`` steps, and ``D`` uses ``h = avg(h_t)``. This proxy does not have the
-      units of curvature, so it matches the paper but not Goh's optimum on a quadratic.
+      step per update on ``H`` measures the top curvature (the Rayleigh quotient of the top
+      vector), and one on ``h_max I - H`` the bottom one: two Hessian-vector products per update,
+      plus ``warmup_iterations`` more of each on the first update. ``h_max`` is additionally never
+      below the current window maximum, ``h_min`` is clipped to
+      ``[h_max / max_condition_number, h_max]`` (non-convex losses have ``h_min <= 0``), and ``D``
+      uses ``h = h_min``. These measurements have the units of curvature, so on a quadratic the
+      targets converge to Goh's optimum for the true spectrum. This replaces YellowFin's proxy
+      and is the main departure from the paper.
+    * ``"gradient_norm"`` (the paper's Algorithms 2-4, no ``value_fn``): the measurement is
+      ``h_t = ||g_t||^2`` for both ends of the range, and ``D`` uses ``h = avg(h_t)``. This proxy
+      does not have the units of curvature, so it follows the paper but does not find Goh's
+      optimum on a quadratic.
 
     YellowFin's later additions (gradient clipping, adaptive clipping, closed-loop momentum for
     asynchrony) are not included.
@@ -169,10 +181,12 @@ def momentum_autotuner(
     Args:
       initial_learning_rate: ``alpha_0`` (default 1e-4).
       initial_momentum: ``mu_0`` in ``[0, 1)`` (default 0).
-      beta: ``b``, the decay of every moving average (default 0.999, YellowFin's).
+      beta: ``b``, the decay of every moving average (default 0.999, YellowFin's; runs of a few
+        hundred steps need about 0.99 for the pair to leave its initial values in time).
       curvature: ``"hessian"`` (default) or ``"gradient_norm"``.
-      curvature_window: width of the min/max window in gradient-norm mode (default 20).
+      curvature_window: ``w``, the width of the max/min window (default 20, YellowFin's).
       max_condition_number: the largest ``h_max / h_min`` allowed in Hessian mode (default 1e6).
+      warmup_iterations: extra power iterations on the first update, Hessian mode (default 20).
       seed: PRNG seed for the power-iteration start vectors (default 0).
 
     State:
@@ -220,30 +234,35 @@ def momentum_autotuner(
     def average(old, new):
         return beta * old + (1 - beta) * new
 
-    def power_step(hvp, top, bottom):
-        """One power-iteration step on H and one on h_max I - H; returns the Rayleigh quotients."""
-        h_top = hvp(top)
-        h_bottom = hvp(bottom)
-        top_value = tree_vdot(top, h_top)
-        bottom_value = tree_vdot(bottom, h_bottom)
-        shifted = jax.tree.map(lambda v, hv: top_value * v - hv, bottom, h_bottom)
+    def power_iterations(hvp, top, bottom, num_iterations):
+        """Power-iteration steps on H and on h_max I - H; the Rayleigh quotients of the last step.
+
+        ``num_iterations`` is ``1 + warmup_iterations`` on the first update (so the first steps are
+        not set by a random vector's curvature) and 1 afterwards: one loop, one copy of the product.
+        """
 
         def normalized(v, fallback):
             norm = tree_global_norm(v)
             return tree_where(norm > 0, tree_scale(safe_divide(1, norm), v), fallback)
 
-        return top_value, bottom_value, normalized(h_top, top), normalized(shifted, bottom)
+        def body(_, carry):
+            top, bottom, _, _ = carry
+            h_top = hvp(top)
+            h_bottom = hvp(bottom)
+            top_value = tree_vdot(top, h_top)
+            bottom_value = tree_vdot(bottom, h_bottom)
+            shifted = jax.tree.map(lambda v, hv: top_value * v - hv, bottom, h_bottom)
+            return normalized(h_top, top), normalized(shifted, bottom), top_value, bottom_value
 
-    def warm_start(hvp, top, bottom):
-        """Power iterations run once, on the first update, so the first steps are not blind."""
-
-        def body(_, vectors):
-            return power_step(hvp, *vectors)[2:]
-
-        return jax.lax.fori_loop(0, warmup_iterations, body, (top, bottom))
+        zero = jnp.zeros([], jnp.result_type(*jax.tree.leaves(top)))
+        return jax.lax.fori_loop(0, num_iterations, body, (top, bottom, zero, zero))
 
     def update_fn(updates, state, params=None, *, value_fn=None, **extra_args):
         del extra_args
+        if curvature == "hessian":
+            value_fn = require_value_fn(value_fn, "momentum_autotuner")
+            params = require_params(params, "momentum_autotuner")
+            check_trees_match(updates, params, name="updates", reference_name="params")
         dtype = state.learning_rate.dtype
         tiny = jnp.finfo(dtype).tiny
         t = saturating_increment(state.step_count)
@@ -251,23 +270,16 @@ def momentum_autotuner(
         gradient_norm = tree_global_norm(updates).astype(dtype)
 
         if curvature == "hessian":
-            value_fn = require_value_fn(value_fn, "momentum_autotuner")
-            params = require_params(params, "momentum_autotuner")
-            check_trees_match(updates, params, name="updates", reference_name="params")
-            hvp = hessian_operator(value_fn, params)
-            top, bottom = state.top_vector, state.bottom_vector
-            if warmup_iterations:
-                top, bottom = jax.lax.cond(
-                    state.step_count == 0,
-                    lambda: warm_start(hvp, top, bottom),
-                    lambda: (top, bottom),
-                )
-            top_value, bottom_value, top, bottom = power_step(hvp, top, bottom)
-            h_max = jnp.maximum(jnp.maximum(top_value, bottom_value), tiny).astype(dtype)
+            num_iterations = jnp.where(state.step_count == 0, 1 + warmup_iterations, 1)
+            top, bottom, top_value, bottom_value = power_iterations(
+                hessian_operator(value_fn, params), state.top_vector, state.bottom_vector, num_iterations
+            )
+            measured_max = jnp.maximum(jnp.maximum(top_value, bottom_value), tiny).astype(dtype)
+            window = state.curvature_window.at[state.step_count % curvature_window].set(measured_max)
+            h_max = jnp.max(window)
             h_min = jnp.clip(jnp.minimum(top_value, bottom_value), h_max / max_condition_number, h_max)
             h_min = h_min.astype(dtype)
             h_mean_sample = h_min
-            window = state.curvature_window
         else:
             top, bottom = state.top_vector, state.bottom_vector
             h = jnp.square(gradient_norm)
@@ -281,13 +293,9 @@ def momentum_autotuner(
         curvature_min = average(state.curvature_min, h_min)
         curvature_mean = average(state.curvature_mean, h_mean_sample)
         gradient_mean = jax.tree.map(average, state.gradient_mean, updates)
-        gradient_square_mean = jax.tree.map(
-            lambda m, g: average(m, jnp.square(g)), state.gradient_square_mean, updates
-        )
+        gradient_square_mean = jax.tree.map(lambda m, g: average(m, jnp.square(g)), state.gradient_square_mean, updates)
         gradient_norm_mean = average(state.gradient_norm_mean, gradient_norm)
-        distance = average(
-            state.distance, safe_divide(gradient_norm_mean / debias, curvature_mean / debias)
-        )
+        distance = average(state.distance, safe_divide(gradient_norm_mean / debias, curvature_mean / debias))
 
         hi = jnp.maximum(curvature_max / debias, tiny)
         if curvature == "hessian":
@@ -309,8 +317,13 @@ def momentum_autotuner(
         target_momentum = jnp.square(sqrt_mu)
         target_learning_rate = jnp.square(1 - sqrt_mu) / lo
 
-        learning_rate = average(state.learning_rate, target_learning_rate).astype(dtype)
         momentum = average(state.momentum, target_momentum).astype(dtype)
+        # The smoothed step lags a rising curvature; capping it keeps the heavy ball stable for
+        # the measured h_max (alpha* h_max < 2 (1 + mu*) holds for Goh's pair, hence for this one).
+        learning_rate = jnp.minimum(
+            average(state.learning_rate, target_learning_rate),
+            target_learning_rate * (1 + momentum) / (1 + target_momentum),
+        ).astype(dtype)
         new_updates = jax.tree.map(
             lambda g, v: (-learning_rate * g + momentum * v).astype(jnp.result_type(g)),
             updates,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +34,8 @@ class NewtonState(NamedTuple):
 
     Attributes:
       step_count: number of updates so far (int32, saturating).
-      step_size: the step ``t`` the line search accepted last (1 without a line search).
+      step_size: the backtracking factor ``s_t`` accepted last (1 without a line search, 0 when
+        the search found no decrease).
       solver_iterations: CG iterations of the last solve (0 for the exact solve).
     """
 
@@ -60,9 +62,11 @@ def newton(
 
     with ``s_t`` the first of ``1, beta, beta^2, ...`` that passes the Armijo test
     ``f(w + eta s d) <= f(w) + c1 eta s g.d`` when ``line_search`` is on (``s_t = 1`` otherwise).
-    Newton's step has the right units: rescaling ``w`` by ``D`` rescales ``d`` by ``D^{-1}``, so no
-    learning rate needs tuning, and near a minimizer with a Lipschitz Hessian the full step
-    ``s = 1`` is accepted and the error squares every step (quadratic convergence). Far from it
+    Newton's step has the right units: it is invariant to linear reparametrization (with
+    ``w = A v`` the step in ``v`` is ``A^{-1}`` times the step in ``w``, and it scales as
+    ``w``, not as ``1/w`` like a gradient), so no learning rate needs tuning; near a minimizer
+    with a Lipschitz Hessian the full step ``s = 1`` is accepted and the error squares every step
+    (quadratic convergence). Far from it
     the backtracking "damped phase" guarantees descent (Boyd & Vandenberghe, section 9.5). If
     ``d`` is not a descent direction (indefinite ``H + lambda I``), the step falls back to ``-g``.
 
