@@ -65,6 +65,7 @@ from gradtx.momentum import (
     sgd,
     trace,
 )
+from gradtx.numerics import ApplyIfFiniteState, ZeroNansState, apply_if_finite, tree_all_finite, zero_nans
 from gradtx.regularization import (
     AddDecayedWeightsState,
     adaptive_grad_clip,

@@ -17,15 +17,17 @@ from gradtx.momentum import bias_correction
 from gradtx.regularization import add_decayed_weights
 from gradtx.scaling import scale_by_learning_rate
 from gradtx.tree_utils import (
+    cast_eps_like,
     cast_like,
     check_float_leaves,
     check_trees_match,
+    clip_for_square,
     saturating_increment,
     tree_cast,
     tree_zeros_like,
     zero_step_count,
 )
-from gradtx.validation import check_decay, check_non_negative
+from gradtx.validation import check_decay, check_non_negative, check_positive
 
 
 class AdamState(NamedTuple):
@@ -77,18 +79,24 @@ def scale_by_adam(
       b1: ``beta_1`` in [0, 1) or a schedule. Default 0.9.
       b2: ``beta_2`` in [0, 1) or a schedule. Default 0.999. (Scheduled betas are debiased with
         their current value, ``1 - beta_t^t``.)
-      eps: ``epsilon`` outside the root. Default 1e-8.
+      eps: ``epsilon`` > 0 outside the root. Default 1e-8.
       eps_root: ``epsilon_root`` inside the root (use > 0 when differentiating through Adam).
         Default 0.
       mu_dtype, nu_dtype: storage dtypes of ``m`` and ``v`` (e.g. ``jnp.bfloat16`` for 4 bytes of
-        state per parameter); arithmetic runs in the wider of that and the gradient's dtype.
+        state per parameter); arithmetic runs in the wider of that and the gradient's dtype, and
+        the update is returned in the gradient's dtype.
       nesterov: the NAdam first moment above.
+
+    Float range: ``g`` is clipped to ``+-sqrt(M)/2`` (``M`` the largest value of ``v``'s dtype,
+    about 9.2e18 in float32) before both moments, so ``g^2`` cannot overflow to inf; the update
+    ``m / sqrt(v)`` does not depend on the gradient's scale, so the step is kept. See
+    ``tree_utils.clip_for_square``; nothing changes below that bound.
 
     State: ``AdamState(step_count, mu=m, nu=v)``.
     Matches ``optax.scale_by_adam``; with ``scale_by_learning_rate`` it is ``torch.optim.Adam``.
     """
     _check_betas(b1, b2)
-    check_non_negative(eps, "eps")
+    check_positive(eps, "eps")
     check_non_negative(eps_root, "eps_root")
 
     def init_fn(params: Params) -> AdamState:
@@ -98,6 +106,8 @@ def scale_by_adam(
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
         check_trees_match(updates, state.mu, name="updates", reference_name="adam state")
+        # Why: in float32 g^2 is inf for |g| > 1.8e19, and an inf never leaves a moving average.
+        updates = jax.tree.map(clip_for_square, updates, state.nu)
         beta1 = value_at(b1, state.step_count)
         beta2 = value_at(b2, state.step_count)
         mu = jax.tree.map(lambda g, m: _first_moment(g, m, beta1), updates, state.mu)
@@ -112,10 +122,14 @@ def scale_by_adam(
         else:
             mu_hat = bias_correction(mu, beta1, step_count)
         nu_hat = bias_correction(nu, beta2, step_count)
-        updates = jax.tree.map(
-            lambda m, v: m / (jnp.sqrt(v + cast_like(eps_root, v)) + cast_like(eps, v)), mu_hat, nu_hat
+        # The step keeps the gradient's dtype: bfloat16 moments and float16 gradients promote to float32.
+        new_updates = jax.tree.map(
+            lambda m, v, g: (m / (jnp.sqrt(v + cast_like(eps_root, v)) + cast_eps_like(eps, v))).astype(g.dtype),
+            mu_hat,
+            nu_hat,
+            updates,
         )
-        return updates, AdamState(step_count, tree_cast(mu, mu_dtype), tree_cast(nu, nu_dtype))
+        return new_updates, AdamState(step_count, tree_cast(mu, mu_dtype), tree_cast(nu, nu_dtype))
 
     return GradientTransformation(init_fn, update_fn)
 
@@ -138,7 +152,7 @@ def scale_by_adamax(
     Matches ``optax.scale_by_adamax`` and ``torch.optim.Adamax``.
     """
     _check_betas(b1, b2)
-    check_non_negative(eps, "eps")
+    check_positive(eps, "eps")
 
     def init_fn(params: Params) -> AdamState:
         check_float_leaves(params)
@@ -151,7 +165,7 @@ def scale_by_adamax(
         step_count = saturating_increment(state.step_count)
         mu = jax.tree.map(lambda g, m: _first_moment(g, m, beta1), updates, state.mu)
         nu = jax.tree.map(
-            lambda g, u: jnp.maximum(cast_like(beta2, u) * u, jnp.abs(g) + cast_like(eps, u)), updates, state.nu
+            lambda g, u: jnp.maximum(cast_like(beta2, u) * u, jnp.abs(g) + cast_eps_like(eps, u)), updates, state.nu
         )
         mu_hat = bias_correction(mu, beta1, step_count)
         return jax.tree.map(lambda m, u: m / u, mu_hat, nu), AdamState(step_count, mu, nu)
@@ -192,10 +206,12 @@ def scale_by_amsgrad(
       debias_before_max: True (default) matches ``optax.scale_by_amsgrad``; False matches
         ``torch.optim.Adam(amsgrad=True)``.
 
+    Float range: as in ``scale_by_adam``, ``g`` is clipped to ``+-sqrt(M)/2`` before the moments.
+
     State: ``AmsgradState(step_count, mu, nu, nu_max)``.
     """
     _check_betas(b1, b2)
-    check_non_negative(eps, "eps")
+    check_positive(eps, "eps")
     check_non_negative(eps_root, "eps_root")
 
     def init_fn(params: Params) -> AmsgradState:
@@ -206,6 +222,8 @@ def scale_by_amsgrad(
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
         check_trees_match(updates, state.mu, name="updates", reference_name="amsgrad state")
+        # Why: in float32 g^2 is inf for |g| > 1.8e19, and an inf never leaves a moving average.
+        updates = jax.tree.map(clip_for_square, updates, state.nu)
         beta1, beta2 = value_at(b1, state.step_count), value_at(b2, state.step_count)
         step_count = saturating_increment(state.step_count)
         mu = jax.tree.map(lambda g, m: _first_moment(g, m, beta1), updates, state.mu)
@@ -217,10 +235,14 @@ def scale_by_amsgrad(
         else:
             nu_max = jax.tree.map(jnp.maximum, state.nu_max, nu)
             nu_eff = bias_correction(nu_max, beta2, step_count)
-        updates = jax.tree.map(
-            lambda m, v: m / (jnp.sqrt(v + cast_like(eps_root, v)) + cast_like(eps, v)), mu_hat, nu_eff
+        # The step keeps the gradient's dtype (a narrower mu_dtype would otherwise promote it).
+        new_updates = jax.tree.map(
+            lambda m, v, g: (m / (jnp.sqrt(v + cast_like(eps_root, v)) + cast_eps_like(eps, v))).astype(g.dtype),
+            mu_hat,
+            nu_eff,
+            updates,
         )
-        return updates, AmsgradState(step_count, tree_cast(mu, mu_dtype), nu, nu_max)
+        return new_updates, AmsgradState(step_count, tree_cast(mu, mu_dtype), nu, nu_max)
 
     return GradientTransformation(init_fn, update_fn)
 

@@ -41,7 +41,14 @@ def bias_correction(moment: PyTree, decay: Any, step_count: jax.Array) -> PyTree
     """
     power_dtype = jnp.promote_types(jnp.result_type(decay), jnp.float32)
     correction = 1 - jnp.asarray(decay, power_dtype) ** step_count.astype(power_dtype)
-    return jax.tree.map(lambda m: (m / correction.astype(m.dtype)), moment)
+
+    def divide(m):
+        # Why float32 or wider for the division: 1 - 0.99999 is a float16 subnormal, which the
+        # CPU flushes to 0, so m / (1 - beta^t) became inf. float32 and float64 are unchanged.
+        wide = jnp.promote_types(m.dtype, jnp.float32)
+        return (m.astype(wide) / correction.astype(wide)).astype(m.dtype)
+
+    return jax.tree.map(divide, moment)
 
 
 class TraceState(NamedTuple):

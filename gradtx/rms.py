@@ -18,15 +18,18 @@ from gradtx.momentum import trace
 from gradtx.regularization import add_decayed_weights
 from gradtx.scaling import scale_by_learning_rate
 from gradtx.tree_utils import (
+    cast_eps_like,
     cast_like,
     check_float_leaves,
     check_trees_match,
+    clip_for_square,
+    saturate,
     saturating_increment,
     tree_full_like,
     tree_zeros_like,
     zero_step_count,
 )
-from gradtx.validation import check_decay, check_non_negative
+from gradtx.validation import check_decay, check_non_negative, check_positive
 
 
 class AdagradState(NamedTuple):
@@ -47,16 +50,20 @@ def scale_by_adagrad(
 
     with ``s_0 = initial_accumulator_value``; where ``s_t = 0`` the update is 0.
 
+    Float range: ``g`` is clipped to ``+-sqrt(M)/2`` (``M`` the dtype's largest value, see
+    ``tree_utils.clip_for_square``) and ``s`` saturates at ``M`` instead of becoming inf, so
+    gradients of 1e30 in float32 leave the state finite; nothing changes below those bounds.
+
     Args:
       initial_accumulator_value: ``s_0`` >= 0. Default 0.1 (Optax); torch uses 0.
-      eps: ``epsilon`` >= 0. Default 1e-7 (Optax); torch uses 1e-10 outside the root.
+      eps: ``epsilon`` > 0. Default 1e-7 (Optax); torch uses 1e-10 outside the root.
       eps_in_sqrt: where ``epsilon`` goes. Default True (Optax); False matches torch.
 
     State: ``AdagradState(sum_of_squares=s)``.
     Reference: Duchi, Hazan, Singer, "Adaptive subgradient methods", JMLR 2011.
     """
     check_non_negative(initial_accumulator_value, "initial_accumulator_value")
-    check_non_negative(eps, "eps")
+    check_positive(eps, "eps")
 
     def init_fn(params: Params) -> AdagradState:
         check_float_leaves(params)
@@ -65,12 +72,15 @@ def scale_by_adagrad(
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
         check_trees_match(updates, state.sum_of_squares, name="updates", reference_name="adagrad state")
-        sum_of_squares = jax.tree.map(lambda g, s: s + jnp.square(g), updates, state.sum_of_squares)
+        # Why: in float32 g^2 is inf for |g| > 1.8e19, and an inf never leaves the running sum; the
+        # sum itself grows without bound, so it saturates at the dtype's largest value instead.
+        updates = jax.tree.map(clip_for_square, updates, state.sum_of_squares)
+        sum_of_squares = jax.tree.map(lambda g, s: saturate(s + jnp.square(g)), updates, state.sum_of_squares)
 
         def scaled(g, s):
             if eps_in_sqrt:
-                return jnp.where(s > 0, g * jax.lax.rsqrt(s + cast_like(eps, s)), 0).astype(s.dtype)
-            return g / (jnp.sqrt(s) + cast_like(eps, s))
+                return jnp.where(s > 0, g * jax.lax.rsqrt(s + cast_eps_like(eps, s)), 0).astype(s.dtype)
+            return g / (jnp.sqrt(s) + cast_eps_like(eps, s))
 
         return jax.tree.map(scaled, updates, sum_of_squares), AdagradState(sum_of_squares)
 
@@ -107,11 +117,13 @@ def scale_by_rms(
         u_t = g_t / \\sqrt{d_t + \\epsilon} \\ (\\text{eps\\_in\\_sqrt}) \\ \\text{or} \\
         g_t / (\\sqrt{d_t} + \\epsilon)
 
-    With ``bias_correction``, ``nu`` and ``m`` are divided by ``1 - rho^t`` first.
+    With ``bias_correction``, ``nu`` and ``m`` are divided by ``1 - rho^t`` first. Float range:
+    ``g`` is clipped to ``+-sqrt(M)/2`` (``M`` the dtype's largest value) so that ``g^2`` stays
+    finite; see ``tree_utils.clip_for_square``.
 
     Args:
       decay: ``rho`` in [0, 1) or a schedule. Default 0.9 (Optax); torch's ``alpha`` is 0.99.
-      eps: ``epsilon`` >= 0. Default 1e-8.
+      eps: ``epsilon`` > 0. Default 1e-8.
       initial_scale: ``nu_0``. Default 0.
       eps_in_sqrt: where ``epsilon`` goes. Default True (Optax); False matches torch.
       centered: subtract the squared mean (Graves 2013). Default False.
@@ -122,7 +134,7 @@ def scale_by_rms(
     denominator of ``torch.optim.RMSprop``. Reference: Tieleman & Hinton, Lecture 6.5, 2012.
     """
     check_decay(decay, "decay")
-    check_non_negative(eps, "eps")
+    check_positive(eps, "eps")
     check_non_negative(initial_scale, "initial_scale")
 
     def init_fn(params: Params) -> RmsState:
@@ -133,6 +145,8 @@ def scale_by_rms(
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
         check_trees_match(updates, state.nu, name="updates", reference_name="rms state")
+        # Why: in float32 g^2 is inf for |g| > 1.8e19, and an inf never leaves a moving average.
+        updates = jax.tree.map(clip_for_square, updates, state.nu)
         rho = value_at(decay, state.step_count)
         step_count = saturating_increment(state.step_count)
         nu = jax.tree.map(
@@ -150,8 +164,8 @@ def scale_by_rms(
 
         def scaled(g, d):
             if eps_in_sqrt:
-                return g * jax.lax.rsqrt(d + cast_like(eps, d))
-            return g / (jnp.sqrt(d) + cast_like(eps, d))
+                return g * jax.lax.rsqrt(d + cast_eps_like(eps, d))
+            return g / (jnp.sqrt(d) + cast_eps_like(eps, d))
 
         return jax.tree.map(scaled, updates, denominator_sq), RmsState(step_count, nu, mu)
 
@@ -174,7 +188,9 @@ def scale_by_adadelta(rho: ScalarOrSchedule = 0.9, eps: float = 1e-6) -> Gradien
         \\Delta_t = \\frac{\\sqrt{E[\\Delta^2]_{t-1} + \\epsilon}}{\\sqrt{E[g^2]_t + \\epsilon}} g_t,
         \\qquad E[\\Delta^2]_t = \\rho E[\\Delta^2]_{t-1} + (1-\\rho) \\Delta_t^2
 
-    Returns ``u_t = Delta_t`` (a direction to *subtract*); ``adadelta`` flips the sign.
+    Returns ``u_t = Delta_t`` (a direction to *subtract*); ``adadelta`` flips the sign. Float
+    range: ``g`` is clipped to ``+-sqrt(M)/2`` (``M`` the dtype's largest value, see
+    ``tree_utils.clip_for_square``) and ``E[Delta^2]`` saturates at ``M``.
 
     Args:
       rho: decay in [0, 1) or a schedule. Default 0.9.
@@ -184,7 +200,7 @@ def scale_by_adadelta(rho: ScalarOrSchedule = 0.9, eps: float = 1e-6) -> Gradien
     Matches ``optax.scale_by_adadelta`` and the inner step of ``torch.optim.Adadelta``.
     """
     check_decay(rho, "rho")
-    check_non_negative(eps, "eps")
+    check_positive(eps, "eps")
 
     def init_fn(params: Params) -> AdadeltaState:
         check_float_leaves(params)
@@ -193,6 +209,8 @@ def scale_by_adadelta(rho: ScalarOrSchedule = 0.9, eps: float = 1e-6) -> Gradien
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
         check_trees_match(updates, state.squared_gradient_avg, name="updates", reference_name="adadelta state")
+        # Why: in float32 g^2 is inf for |g| > 1.8e19, and an inf never leaves a moving average.
+        updates = jax.tree.map(clip_for_square, updates, state.squared_gradient_avg)
         decay = value_at(rho, state.step_count)
         grad_avg = jax.tree.map(
             lambda g, e: cast_like(decay, e) * e + cast_like(1 - decay, e) * jnp.square(g),
@@ -200,13 +218,14 @@ def scale_by_adadelta(rho: ScalarOrSchedule = 0.9, eps: float = 1e-6) -> Gradien
             state.squared_gradient_avg,
         )
         deltas = jax.tree.map(
-            lambda g, eg, ex: jnp.sqrt(ex + cast_like(eps, ex)) / jnp.sqrt(eg + cast_like(eps, eg)) * g,
+            lambda g, eg, ex: jnp.sqrt(ex + cast_eps_like(eps, ex)) / jnp.sqrt(eg + cast_eps_like(eps, eg)) * g,
             updates,
             grad_avg,
             state.squared_delta_avg,
         )
+        # Delta is the step and is not clipped; its average saturates instead of reaching inf.
         delta_avg = jax.tree.map(
-            lambda d, e: cast_like(decay, e) * e + cast_like(1 - decay, e) * jnp.square(d),
+            lambda d, e: saturate(cast_like(decay, e) * e + cast_like(1 - decay, e) * jnp.square(d)),
             deltas,
             state.squared_delta_avg,
         )

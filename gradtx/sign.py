@@ -98,9 +98,14 @@ def scale_by_rprop(
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
         check_trees_match(updates, state.step_sizes, name="updates", reference_name="rprop state")
+        if not jax.tree.leaves(updates):
+            # Nothing to do, and jax.tree.transpose below cannot rebuild a tree without leaves.
+            return updates, state
 
         def leaf_step(g, step_size, previous):
-            agreement = g * previous
+            # Why signs, not ``g * previous``: that product underflows to 0 for gradients below
+            # ~1e-23 in float32 (and overflows for large ones), which would freeze the step size.
+            agreement = jnp.sign(g) * jnp.sign(previous)
             factor = jnp.where(
                 agreement > 0,
                 cast_like(eta_plus, step_size),

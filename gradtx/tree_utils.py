@@ -136,6 +136,43 @@ def check_float_leaves(tree: PyTree, *, name: str = "params", allow_complex: boo
             )
 
 
+def clip_for_square(g: jax.Array, accumulator: jax.Array) -> jax.Array:
+    """``g`` with finite entries clipped to ``+-sqrt(M) / 2``, so that ``g^2`` cannot overflow.
+
+    ``M`` is the largest finite value of the narrower of ``g``'s and ``accumulator``'s dtypes; the
+    bound is about 9.2e18 in float32 and bfloat16, 128 in float16 and 6.7e153 in float64, so
+    ``g^2`` and every convex combination of such squares stay below ``M / 4``. Entries inside the
+    bound are returned bit for bit; NaN and +-inf pass unchanged, so a broken gradient stays
+    visible (see ``apply_if_finite``).
+
+    Why: in float32 a gradient of 1e30 squares to inf; once a second-moment average holds inf it
+    keeps it forever and the method stalls. Adam-type updates ``m / sqrt(v)`` are invariant to the
+    scale of ``g``, so clipping before both moments keeps the step's size and direction.
+    """
+    max_value = min(float(jnp.finfo(jnp.result_type(g)).max), float(jnp.finfo(jnp.result_type(accumulator)).max))
+    bound = jnp.asarray(np.sqrt(max_value) / 2, jnp.result_type(g))
+    return jnp.where(jnp.isfinite(g), jnp.clip(g, -bound, bound), g)
+
+
+def saturate(x: jax.Array) -> jax.Array:
+    """``min(x, M)`` with ``M`` the largest finite value of ``x``'s dtype: a sum that cannot reach inf.
+
+    NaN passes unchanged. Used for running sums of squares (AdaGrad), which grow without bound.
+    """
+    return jnp.minimum(x, jnp.asarray(jnp.finfo(jnp.result_type(x)).max, jnp.result_type(x)))
+
+
+def cast_eps_like(eps: Any, leaf: jax.Array) -> jax.Array:
+    """``eps`` in ``leaf``'s dtype, raised to the dtype's smallest normal number if it is below it.
+
+    Why: 1e-8 rounds to 0 in float16 (and a subnormal may be flushed to 0), which turns the
+    ``0 / (0 + eps)`` of a zero gradient into NaN. In float32 and float64 any eps above 1.2e-38
+    and 2.2e-308 respectively is returned exactly.
+    """
+    dtype = jnp.result_type(leaf)
+    return jnp.maximum(jnp.asarray(eps).astype(dtype), jnp.asarray(jnp.finfo(dtype).tiny, dtype))
+
+
 def cast_like(value: Any, leaf: jax.Array) -> jax.Array:
     """A hyperparameter as an array of ``leaf``'s dtype, so arithmetic never widens a leaf.
 

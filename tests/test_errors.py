@@ -37,11 +37,54 @@ def test_negative_learning_rate_names_the_argument(make):
         (lambda: gradtx.clip_by_global_norm(0.0), "max_norm"),
         (lambda: gradtx.adaptive_grad_clip(-1.0), "clipping"),
         (lambda: gradtx.clip(-1.0), "max_delta"),
+        (lambda: gradtx.rprop(0.1, eta_minus=0.0), "eta_minus"),
+        (lambda: gradtx.rprop(0.0), "learning_rate"),
+        (lambda: gradtx.rprop(0.1, min_step_size=-1e-6), "min_step_size"),
     ],
 )
 def test_hyperparameter_out_of_range_names_the_argument(make, argument):
     with pytest.raises(ValueError, match=argument):
         make()
+
+
+@pytest.mark.parametrize("eps", [0.0, -1e-8])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda eps: gradtx.adam(0.1, eps=eps),
+        lambda eps: gradtx.adamw(0.1, eps=eps),
+        lambda eps: gradtx.nadam(0.1, eps=eps),
+        lambda eps: gradtx.amsgrad(0.1, eps=eps),
+        lambda eps: gradtx.adamax(0.1, eps=eps),
+        lambda eps: gradtx.rmsprop(0.1, eps=eps),
+        lambda eps: gradtx.adagrad(0.1, eps=eps),
+        lambda eps: gradtx.adadelta(eps=eps),
+        lambda eps: gradtx.scale_by_rms(eps=eps, centered=True),
+    ],
+)
+def test_eps_must_be_positive(make, eps):
+    # eps = 0 turns the step on a zero gradient into 0 / 0.
+    with pytest.raises(ValueError, match=r"eps must be > 0"):
+        make(eps)
+
+
+def test_structure_mismatch_names_both_paths_and_counts():
+    optimizer = gradtx.rmsprop(0.1)
+    state = optimizer.init(PARAMS)
+    renamed = {"encoder": {"w": jnp.ones((3, 2)), "bias": jnp.zeros(2)}, "head": jnp.ones(4)}
+    with pytest.raises(ValueError, match=r"\['encoder'\]\['bias'\].*\['encoder'\]\['b'\]"):
+        optimizer.update(renamed, state)
+    extra = {**PARAMS, "tail": jnp.ones(1)}
+    with pytest.raises(ValueError, match=r"\['tail'\].*4 leaves in updates, 3 in"):
+        optimizer.update(extra, state)
+    with pytest.raises(ValueError, match=r"\['head'\].*shape \(5,\) in updates vs \(4,\)"):
+        jax.jit(optimizer.update)({**PARAMS, "head": jnp.ones(5)}, state)
+
+
+@pytest.mark.parametrize("make", [gradtx.adam, gradtx.adagrad, gradtx.adadelta, gradtx.rprop, gradtx.sign_sgd])
+def test_boolean_leaf_is_a_type_error_naming_the_path(make):
+    with pytest.raises(TypeError, match=r"\['mask'\].*bool"):
+        make(0.1).init({"w": jnp.ones(3), "mask": jnp.ones(3, bool)})
 
 
 def test_schedules_and_arrays_are_accepted_without_checks():

@@ -1,0 +1,151 @@
+"""Non-finite gradients: skip a step with ``apply_if_finite``, or zero the NaNs with ``zero_nans``.
+
+One overflow in a backward pass puts an ``inf`` or ``nan`` into the gradient; fed to an adaptive
+method it enters the moving averages and stays there for good. ``apply_if_finite`` wraps any
+transformation and skips such steps without touching its state; ``zero_nans`` replaces NaN
+entries by zero and records where it did so.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradtx.base import GradientTransformation, OptState, Params, PyTree
+from gradtx.combinators import _call_update
+from gradtx.tree_utils import saturating_increment, zero_step_count
+
+
+def tree_all_finite(tree: PyTree) -> jax.Array:
+    """A scalar bool: ``True`` iff every element of every leaf is finite (no NaN, no +-inf).
+
+    An empty tree (or one whose leaves are all empty) counts as finite. Integer and boolean
+    leaves are always finite.
+    """
+    leaves = jax.tree.leaves(tree)
+    if not leaves:
+        return jnp.asarray(True)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
+
+
+class ApplyIfFiniteState(NamedTuple):
+    """State of ``apply_if_finite``.
+
+    ``consecutive_errors``: int32, non-finite steps in a row (reset to 0 by a finite step).
+    ``total_errors``: int32, non-finite steps since ``init`` (never reset).
+    ``last_finite``: bool, whether the latest gradient was finite.
+    ``inner_state``: the wrapped transformation's state, untouched by skipped steps.
+    Both counters saturate at the int32 maximum instead of wrapping around.
+    """
+
+    consecutive_errors: jax.Array
+    total_errors: jax.Array
+    last_finite: jax.Array
+    inner_state: OptState
+
+
+def apply_if_finite(inner: GradientTransformation, max_consecutive_errors: int) -> GradientTransformation:
+    """Runs ``inner`` only on finite gradients; a non-finite step leaves everything as it was.
+
+    With ``finite_t`` = "every entry of ``g_t`` is finite" and ``c_t`` the number of non-finite
+    steps in a row:
+
+    .. math::
+        c_t = 0 \\ \\text{if finite}_t \\text{ else } c_{t-1} + 1, \\qquad
+        (u_t, S_t) = \\begin{cases} T(g_t, S_{t-1}) & \\text{finite}_t \\text{ or } c_t > N \\\\
+        (0, S_{t-1}) & \\text{otherwise} \\end{cases}
+
+    where ``T`` is ``inner``'s update and ``S`` its state. A skipped step returns zero updates
+    (so ``apply_updates`` leaves the parameters unchanged) and keeps ``inner``'s state exactly, so
+    a run with skipped steps continues bit for bit like a run that never saw them.
+
+    Giving up: after more than ``N`` non-finite steps in a row, the updates are passed to
+    ``inner`` again, non-finite as they are. This is Optax's choice, kept on purpose: a run whose
+    gradients stay non-finite is broken, and letting the NaN reach the parameters makes that
+    visible instead of silently freezing training forever. Use a large ``N`` to skip without
+    limit (the counters saturate at the int32 maximum, so even ``N = 2**31 - 1`` never gives up).
+
+    Only the incoming gradients are checked; finiteness of ``inner``'s output is ``inner``'s
+    business. Extra keyword arguments of ``update`` are forwarded to ``inner``. Unlike Optax,
+    which branches with ``lax.cond``, ``inner`` runs on every step and its result is selected
+    or discarded: the same numbers, one program for both cases, and no recompilation of branches
+    when called outside ``jit``.
+
+    Args:
+      inner: the transformation to protect, e.g. ``gradtx.adam(1e-3)``.
+      max_consecutive_errors: ``N`` >= 0, the number of consecutive non-finite steps to skip.
+
+    State: ``ApplyIfFiniteState(consecutive_errors, total_errors, last_finite, inner_state)``.
+    Matches ``optax.apply_if_finite`` step for step (Optax names the fields ``notfinite_count``,
+    ``total_notfinite``, ``last_finite``, ``inner_state``).
+    """
+    if isinstance(max_consecutive_errors, bool) or not isinstance(max_consecutive_errors, int):
+        raise TypeError(
+            f"max_consecutive_errors must be an int, got {type(max_consecutive_errors).__name__}."
+        )
+    if max_consecutive_errors < 0:
+        raise ValueError(f"max_consecutive_errors must be >= 0, got {max_consecutive_errors!r}.")
+    # The counter is an int32 that saturates, so any larger N means "never give up".
+    limit = min(max_consecutive_errors, int(np.iinfo(np.int32).max))
+
+    def init_fn(params: Params) -> ApplyIfFiniteState:
+        return ApplyIfFiniteState(
+            consecutive_errors=zero_step_count(),
+            total_errors=zero_step_count(),
+            last_finite=jnp.asarray(True),
+            inner_state=inner.init(params),
+        )
+
+    def update_fn(updates, state, params=None, **extra_args):
+        finite = tree_all_finite(updates)
+        consecutive_errors = jnp.where(
+            finite, jnp.zeros_like(state.consecutive_errors), saturating_increment(state.consecutive_errors)
+        )
+        total_errors = jnp.where(finite, state.total_errors, saturating_increment(state.total_errors))
+
+        take = jnp.logical_or(finite, consecutive_errors > limit)
+        # A select rather than ``lax.cond``: the same program runs on every step (``cond`` becomes a
+        # select under ``vmap`` anyway), and eager calls do not recompile the branches each time.
+        new_updates, inner_state = _call_update(inner, updates, state.inner_state, params, extra_args)
+        new_updates = jax.tree.map(lambda u: jnp.where(take, u, jnp.zeros_like(u)), new_updates)
+        inner_state = jax.tree.map(lambda new, old: jnp.where(take, new, old), inner_state, state.inner_state)
+        return new_updates, ApplyIfFiniteState(consecutive_errors, total_errors, finite, inner_state)
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+class ZeroNansState(NamedTuple):
+    """State of ``zero_nans``: ``found_nan``, one bool per leaf, True where the latest update had a NaN."""
+
+    found_nan: PyTree
+
+
+def zero_nans() -> GradientTransformation:
+    """Replaces every NaN entry of the updates by zero and records which leaves had one.
+
+    .. math::
+        u_i = 0 \\ \\text{if } g_i \\text{ is NaN}, \\qquad u_i = g_i \\ \\text{otherwise}
+
+    Infinities pass unchanged: an ``inf`` has a sign and a direction, and clipping
+    (``clip``, ``clip_by_global_norm``) or ``apply_if_finite`` is the tool for it. Zeroing a
+    NaN entry still feeds a zero into every later transform of a chain (momentum decays, Adam's
+    step count advances); to leave the state untouched use ``apply_if_finite`` instead.
+
+    State: ``ZeroNansState(found_nan)``, a tree of scalar bools with the updates' structure,
+    overwritten at each step (it is a report, not used by the update).
+    Matches ``optax.zero_nans``.
+    """
+
+    def init_fn(params: Params) -> ZeroNansState:
+        return ZeroNansState(jax.tree.map(lambda _: jnp.asarray(False), params))
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del state, params, extra_args
+        found_nan = jax.tree.map(lambda g: jnp.any(jnp.isnan(g)), updates)
+        updates = jax.tree.map(lambda g: jnp.where(jnp.isnan(g), jnp.zeros_like(g), g), updates)
+        return updates, ZeroNansState(found_nan)
+
+    return GradientTransformation(init_fn, update_fn)
