@@ -1,0 +1,103 @@
+"""Compile time of the Adam step against the number of leaves: gradtx default, gradtx fused, Optax.
+
+Each measurement is the wall time of ``jax.jit(step).lower(*args).compile()`` (tracing,
+lowering and XLA compilation: what the first call of a training step waits for) after
+``jax.clear_caches()``, on a tree of ``L`` leaves of 4096 float32 parameters. Variants:
+
+* gradtx default: ``adam`` on the tree, then ``apply_updates``;
+* gradtx fused: ``fused_adam(...).step`` on a ``FlatTree`` with flat gradients (as
+  ``fused_train_step`` has them), without and with ``chunk_size=CPU_CHUNK_SIZE``;
+* gradtx fused, tree grads: the same with gradients given as a tree (one concatenation of ``L``
+  operands in the program);
+* Optax: ``optax.adam`` and ``optax.apply_updates``.
+
+The growth exponent between two leaf counts is ``log(t2 / t1) / log(L2 / L1)``: 1 is linear.
+
+    python benchmarks/compile_time.py [--quick] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import numpy as np
+import optax
+from common import markdown_table
+
+import gradtx
+from gradtx import fused
+
+LEAF_SIZE = 4096  # abstract shapes only: nothing is allocated
+
+
+def _default(transform):
+    def step(params, state, grads):
+        updates, state = transform.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    return step
+
+
+def compile_seconds(variant: str, leaves: int) -> float:
+    params = {f"p{i:05d}": jax.ShapeDtypeStruct((LEAF_SIZE,), np.float32) for i in range(leaves)}
+    jax.clear_caches()
+    start = time.perf_counter()
+    if variant in ("gradtx default", "Optax"):
+        transform = gradtx.adam(1e-3) if variant == "gradtx default" else optax.adam(1e-3)
+        state = jax.eval_shape(transform.init, params)
+        jax.jit(_default(transform)).lower(params, state, params).compile()
+    else:
+        optimizer = fused.fused_adam(1e-3, chunk_size=fused.CPU_CHUNK_SIZE if "chunked" in variant else 0)
+        flat = jax.eval_shape(fused.flatten_tree, params)
+        state = jax.eval_shape(optimizer.init, flat)
+        grads = params if "tree grads" in variant else flat
+        jax.jit(optimizer.step).lower(flat, grads, state).compile()
+    return time.perf_counter() - start
+
+
+VARIANTS = ["gradtx default", "gradtx fused", "gradtx fused, chunked", "gradtx fused, tree grads", "Optax"]
+
+
+def main(quick: bool, repeats: int) -> str:
+    counts = (10, 100, 300) if quick else (10, 100, 1000, 5000)
+    seconds = {variant: {} for variant in VARIANTS}
+    for leaves in counts:
+        reps = repeats if leaves <= 1000 else 1
+        samples = {variant: [] for variant in VARIANTS}
+        for r in range(reps):
+            for variant in VARIANTS[r % len(VARIANTS) :] + VARIANTS[: r % len(VARIANTS)]:
+                samples[variant].append(compile_seconds(variant, leaves))
+        for variant in VARIANTS:
+            seconds[variant][leaves] = samples[variant]
+        print(f"[compile] {leaves} leaves: " + ", ".join(f"{v} {np.median(s):.2f}s" for v, s in samples.items()),
+              flush=True)  # fmt: skip
+
+    rows = []
+    for variant in VARIANTS:
+        row = [variant] + [f"{np.median(seconds[variant][n]):.2f}" for n in counts]
+        row.append(
+            " / ".join(
+                f"{np.log(np.median(seconds[variant][b]) / np.median(seconds[variant][a])) / np.log(b / a):.2f}"
+                for a, b in zip(counts[-3:-1], counts[-2:])
+            )
+        )
+        row.append(
+            f"{np.median(np.asarray(seconds[variant][counts[-2]]) / np.asarray(seconds['Optax'][counts[-2]])):.2f}x"
+        )
+        rows.append(row)
+    header = (
+        ["Adam step"]
+        + [f"{n} leaves (s)" for n in counts]
+        + [f"growth exponent {counts[-3]}->{counts[-2]} / {counts[-2]}->{counts[-1]}", f"vs Optax at {counts[-2]}"]
+    )
+    return markdown_table(header, rows)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="10, 100 and 300 leaves")
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    print(main(args.quick, args.repeats))
