@@ -90,6 +90,8 @@ def measure_tree(shapes, methods, rounds: int) -> dict:
         }
         if method.torch_has_fused:
             runs["torch fused"] = torch_step(method.torch, leaves, torch_grads, fused=True)
+        if jax.default_backend() != "cpu":  # chunking is for CPUs: on a GPU XLA fuses all outputs
+            del runs["gradtx fused, chunked"]
         times = interleaved(runs, rounds)
         results[method.name] = {"times": times, "size": size, "bytes": method.bytes_per_param}
         del runs
@@ -135,7 +137,8 @@ def report(all_results: dict) -> str:
             row = [tree_name, f"{1e3 * floor:.1f}", f"{1e3 * np.median(times['gradtx fused']):.1f}"]
             for column in COLUMNS:
                 row.append(fmt_ratio(median_ratio(times, column, "gradtx fused") if column in times else None))
-            best = min(("gradtx fused", "gradtx fused, chunked"), key=lambda name: np.median(times[name]))
+            candidates = [name for name in ("gradtx fused", "gradtx fused, chunked") if name in times]
+            best = min(candidates, key=lambda name: np.median(times[name]))
             row.append(f"{100 * fractions[best]:.0f}% ({'chunked' if 'chunked' in best else 'fused'})")
             row.append(f"{100 * fractions['torch fused']:.0f}%" if "torch fused" in fractions else "n/a")
             rows.append(row)
@@ -168,6 +171,8 @@ def main(quick: bool, rounds: int, method_names=None) -> tuple[str, str]:
         jax.clear_caches()
         gc.collect()
     size = num_params(next(iter(trees(quick).values())))
+    if jax.default_backend() != "cpu":
+        return report(all_results), "(CPU only)"
     print(f"[step time] chunk sweep on {size:,} parameters", flush=True)
     chunk_times = chunk_sweep(size, rounds)
     return report(all_results), report_chunks(chunk_times, size)

@@ -87,6 +87,19 @@ def scale_by_adagrad(
     return GradientTransformation(init_fn, update_fn)
 
 
+def _clip_for_square_again(g: jax.Array, accumulator: jax.Array) -> jax.Array:
+    """``clip_for_square(g, accumulator)`` bit for bit, written with other operations.
+
+    Why: when one clipped gradient feeds both the moving average and the step, XLA:CPU writes it
+    to memory as an extra array (12 more bytes per parameter and step: 3x the time of
+    ``optax.rmsprop`` on 16M parameters). A second clip that XLA cannot merge with the first is
+    fused into its consumer instead. The bound is ``clip_for_square``'s own.
+    """
+    dtype = jnp.result_type(g)
+    bound = clip_for_square(jnp.asarray(jnp.finfo(dtype).max, dtype), accumulator)
+    return jnp.where(jnp.abs(g) <= bound, g, jnp.where(jnp.isfinite(g), jnp.sign(g) * bound, g))
+
+
 class RmsState(NamedTuple):
     """State of ``scale_by_rms``.
 
@@ -146,6 +159,7 @@ def scale_by_rms(
         del params, extra_args
         check_trees_match(updates, state.nu, name="updates", reference_name="rms state")
         # Why: in float32 g^2 is inf for |g| > 1.8e19, and an inf never leaves a moving average.
+        raw_updates = updates
         updates = jax.tree.map(clip_for_square, updates, state.nu)
         rho = value_at(decay, state.step_count)
         step_count = saturating_increment(state.step_count)
@@ -167,7 +181,8 @@ def scale_by_rms(
                 return g * jax.lax.rsqrt(d + cast_eps_like(eps, d))
             return g / (jnp.sqrt(d) + cast_eps_like(eps, d))
 
-        return jax.tree.map(scaled, updates, denominator_sq), RmsState(step_count, nu, mu)
+        numerators = jax.tree.map(_clip_for_square_again, raw_updates, state.nu)
+        return jax.tree.map(scaled, numerators, denominator_sq), RmsState(step_count, nu, mu)
 
     return GradientTransformation(init_fn, update_fn)
 
