@@ -3,6 +3,9 @@
     python benchmarks/run_all.py            # the issue's trees: 16M, 1000 x 16K, 54M parameters
     python benchmarks/run_all.py --quick    # small trees and 10/100/300 leaves, a few minutes
 
+A full run also replaces the README's results (between its ``benchmarks:begin`` and
+``benchmarks:end`` markers) with the headline table of this run; ``--no-readme`` leaves it.
+
 Sections: step time of Adam, SGD with momentum and RMSProp (gradtx fused and default, Optax with
 and without donation, torch foreach and fused) with the memory-traffic floor; the fused path's
 chunk size; compile time against the number of leaves; optimizer-state bytes per parameter.
@@ -23,6 +26,17 @@ import compile_time  # noqa: E402
 import state_memory  # noqa: E402
 import step_time  # noqa: E402
 from common import environment  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BEGIN, END = "<!-- benchmarks:begin -->", "<!-- benchmarks:end -->"
+
+
+def replace_between_markers(text: str, body: str) -> str:
+    """``text`` with what lies between the ``BEGIN`` and ``END`` markers replaced by ``body``."""
+    start, stop = text.find(BEGIN), text.find(END)
+    if start < 0 or stop < start:
+        raise ValueError(f"README.md needs the markers {BEGIN} and {END}, in that order.")
+    return text[: start + len(BEGIN)] + "\n" + body.strip() + "\n" + text[stop:]
 
 HOW = """\
 How it was measured: each ratio is the median over {rounds} interleaved rounds (every variant runs
@@ -45,6 +59,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds per cell (15; quick 7)")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md"))
     parser.add_argument("--skip-compile", action="store_true")
+    parser.add_argument("--no-readme", action="store_true", help="do not update the README's table")
     args = parser.parse_args()
     rounds = args.rounds or (7 if args.quick else 15)
 
@@ -52,9 +67,11 @@ def main() -> None:
     env = environment()
     memory = state_memory.main()
     print(memory, flush=True)
-    compile_table = "(skipped)" if args.skip_compile else compile_time.main(args.quick, repeats=2)
+    compile_table, compile_summary = (
+        ("(skipped)", "") if args.skip_compile else compile_time.main(args.quick, repeats=2)
+    )
     print(compile_table, flush=True)
-    steps, chunks = step_time.main(args.quick, rounds)
+    steps, chunks, summary = step_time.main(args.quick, rounds)
     print(steps + "\n\n" + chunks, flush=True)
     minutes = (time.time() - started) / 60
 
@@ -86,6 +103,23 @@ Written by `python benchmarks/run_all.py{" --quick" if args.quick else ""}` in {
     with open(args.out, "w") as f:
         f.write(text)
     print(f"wrote {args.out}")
+    if not (args.quick or args.no_readme):
+        readme = os.path.join(ROOT, "README.md")
+        with open(readme) as f:
+            text = f.read()
+        body = f"""{summary}
+
+{compile_summary}
+
+Measured by `python benchmarks/run_all.py` on {time.strftime("%Y-%m-%d")} ({minutes:.0f} minutes):
+{env}
+
+Each ratio is the median over {rounds} interleaved rounds of the pair-by-pair ratio of step times
+(below 1: gradtx is faster). Full tables (SGD with momentum, RMSProp, the chunk size, compile time
+against leaf count, state bytes): `benchmarks/RESULTS.md`."""
+        with open(readme, "w") as f:
+            f.write(replace_between_markers(text, body))
+        print(f"updated {readme}")
 
 
 if __name__ == "__main__":

@@ -150,6 +150,47 @@ def report(all_results: dict) -> str:
     return "\n\n".join(sections)
 
 
+# Nominal memory bandwidth (GB/s) of accelerators the suite may meet, to state the fraction reached.
+PEAK_BANDWIDTH_GBS = {"H100": 3350.0, "H200": 4800.0, "A100": 2039.0}
+
+
+def peak_bandwidth() -> float | None:
+    kind = jax.devices()[0].device_kind
+    return next((value for name, value in PEAK_BANDWIDTH_GBS.items() if name in kind), None)
+
+
+def headline(all_results: dict, method_name: str = "Adam") -> str:
+    """The README's table: gradtx fused time over each peer's (below 1: gradtx is faster)."""
+    peak = peak_bandwidth()
+    rows = []
+    for tree_name, per_method in all_results.items():
+        result = per_method.get(method_name)
+        if result is None:
+            continue
+        times = result["times"]
+        floor, fractions = floor_fractions(result)
+        seconds = float(np.median(times["gradtx fused"]))
+        gbs = result["bytes"] * result["size"] / seconds / 1e9
+        of_peak = f" ({100 * gbs / peak:.0f}% of peak)" if peak else ""
+        row = [tree_name, f"{1e3 * seconds:.1f}", f"{gbs:.0f}{of_peak}"]
+        for peer in ("Optax", "Optax, donated", "torch fused"):
+            row.append(fmt_ratio(median_ratio(times, "gradtx fused", peer)) if peer in times else "n/a")
+        candidates = [name for name in ("gradtx fused", "gradtx fused, chunked") if name in times]
+        best = max(candidates, key=lambda name: fractions[name])
+        row.append(f"{100 * fractions[best]:.0f}%" + (" (chunked)" if "chunked" in best else ""))
+        rows.append(row)
+    header = [
+        f"{method_name} step, float32",
+        "gradtx fused (ms)",
+        f"GB/s at {next(iter(all_results.values()))[method_name]['bytes']} B/param",
+        "gradtx / Optax",
+        "gradtx / Optax donated",
+        "gradtx / torch fused",
+        "best gradtx / memory floor",
+    ]
+    return markdown_table(header, rows)
+
+
 def report_chunks(times: dict, size: int) -> str:
     rows = []
     for name in times:
@@ -162,7 +203,8 @@ def report_chunks(times: dict, size: int) -> str:
     )
 
 
-def main(quick: bool, rounds: int, method_names=None) -> tuple[str, str]:
+def main(quick: bool, rounds: int, method_names=None) -> tuple[str, str, str]:
+    """(step-time tables, chunk-size table, README headline) for the chosen optimizers."""
     methods = [METHODS[name] for name in (method_names or METHODS)]
     all_results = {}
     for tree_name, shapes in trees(quick).items():
@@ -172,10 +214,10 @@ def main(quick: bool, rounds: int, method_names=None) -> tuple[str, str]:
         gc.collect()
     size = num_params(next(iter(trees(quick).values())))
     if jax.default_backend() != "cpu":
-        return report(all_results), "(CPU only)"
+        return report(all_results), "(CPU only)", headline(all_results)
     print(f"[step time] chunk sweep on {size:,} parameters", flush=True)
     chunk_times = chunk_sweep(size, rounds)
-    return report(all_results), report_chunks(chunk_times, size)
+    return report(all_results), report_chunks(chunk_times, size), headline(all_results)
 
 
 if __name__ == "__main__":
@@ -183,5 +225,5 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="small trees")
     parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args()
-    tables, chunks = main(args.quick, args.rounds)
-    print(tables + "\n\n" + chunks)
+    tables, chunks, summary = main(args.quick, args.rounds)
+    print(summary + "\n\n" + tables + "\n\n" + chunks)

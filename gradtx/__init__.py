@@ -53,6 +53,20 @@ from gradtx.distributed import (
     zero1,
     zero1_spec,
 )
+from gradtx.fused import (
+    CPU_CHUNK_SIZE,
+    FlatLayout,
+    FlatTree,
+    FusedOptimizer,
+    FusedState,
+    donated_step,
+    flatten_tree,
+    fuse,
+    fused_adam,
+    fused_rmsprop,
+    fused_sgd,
+    fused_train_step,
+)
 from gradtx.hyperparams import InjectHyperparamsState, get_hyperparams, inject_hyperparams, set_hyperparams
 from gradtx.momentum import (
     EmaState,
