@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradtx.base import GradientTransformation, Params, PyTree, ScalarOrSchedule, value_at
+from gradtx.base import GradientTransformation, OptState, Params, PyTree, ScalarOrSchedule, value_at
 from gradtx.combinators import chain
 from gradtx.scaling import scale_by_learning_rate
 from gradtx.tree_utils import (
@@ -234,7 +234,15 @@ def sgd(
     """
     check_non_negative(learning_rate, "learning_rate")
     if momentum is None:
-        return chain(scale_by_learning_rate(learning_rate))
+        plain = scale_by_learning_rate(learning_rate)
+
+        def init_fn(params: Params) -> OptState:
+            # Why: the step count is the only state, so nothing else would notice an integer leaf,
+            # and apply_updates would then truncate every step of it to zero.
+            check_float_leaves(params, allow_complex=True)
+            return plain.init(params)
+
+        return chain(GradientTransformation(init_fn, plain.update))
     check_decay(momentum, "momentum")
     if velocity_form:
         return chain(heavy_ball(learning_rate, momentum, nesterov=nesterov))
