@@ -22,6 +22,7 @@ from gradtx.tree_utils import (
     check_float_leaves,
     check_trees_match,
     clip_for_square,
+    keep_dtype,
     saturating_increment,
     tree_cast,
     tree_zeros_like,
@@ -124,7 +125,7 @@ def scale_by_adam(
         nu_hat = bias_correction(nu, beta2, step_count)
         # The step keeps the gradient's dtype: bfloat16 moments and float16 gradients promote to float32.
         new_updates = jax.tree.map(
-            lambda m, v, g: (m / (jnp.sqrt(v + cast_like(eps_root, v)) + cast_eps_like(eps, v))).astype(g.dtype),
+            lambda m, v, g: keep_dtype(m / (jnp.sqrt(v + cast_like(eps_root, v)) + cast_eps_like(eps, v)), g.dtype),
             mu_hat,
             nu_hat,
             updates,
@@ -237,7 +238,7 @@ def scale_by_amsgrad(
             nu_eff = bias_correction(nu_max, beta2, step_count)
         # The step keeps the gradient's dtype (a narrower mu_dtype would otherwise promote it).
         new_updates = jax.tree.map(
-            lambda m, v, g: (m / (jnp.sqrt(v + cast_like(eps_root, v)) + cast_eps_like(eps, v))).astype(g.dtype),
+            lambda m, v, g: keep_dtype(m / (jnp.sqrt(v + cast_like(eps_root, v)) + cast_eps_like(eps, v)), g.dtype),
             mu_hat,
             nu_eff,
             updates,

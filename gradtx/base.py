@@ -107,7 +107,8 @@ def apply_updates(params: Params, updates: Updates) -> Params:
         if param is None:
             return None
         param = jnp.asarray(param)
-        return (param + update).astype(param.dtype)
+        new = param + update
+        return new if new.dtype == param.dtype else new.astype(param.dtype)
 
     return jax.tree.map(add, params, updates, is_leaf=lambda x: x is None)
 

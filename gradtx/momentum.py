@@ -25,6 +25,7 @@ from gradtx.tree_utils import (
     cast_like,
     check_float_leaves,
     check_trees_match,
+    keep_dtype,
     saturating_increment,
     tree_cast,
     tree_zeros_like,
@@ -46,7 +47,7 @@ def bias_correction(moment: PyTree, decay: Any, step_count: jax.Array) -> PyTree
         # Why float32 or wider for the division: 1 - 0.99999 is a float16 subnormal, which the
         # CPU flushes to 0, so m / (1 - beta^t) became inf. float32 and float64 are unchanged.
         wide = jnp.promote_types(m.dtype, jnp.float32)
-        return (m.astype(wide) / correction.astype(wide)).astype(m.dtype)
+        return keep_dtype(keep_dtype(m, wide) / keep_dtype(correction, wide), m.dtype)
 
     return jax.tree.map(divide, moment)
 

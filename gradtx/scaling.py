@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from gradtx.base import EmptyState, GradientTransformation, Params, ScalarOrSchedule, value_at
-from gradtx.tree_utils import saturating_increment, zero_step_count
+from gradtx.tree_utils import cast_like, saturating_increment, zero_step_count
 from gradtx.validation import check_non_negative
 
 
@@ -45,7 +45,7 @@ def scale_by_schedule(step_size_fn) -> GradientTransformation:
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
         step_size = step_size_fn(state.step_count)
-        updates = jax.tree.map(lambda g: g * jnp.asarray(step_size).astype(jnp.result_type(g)), updates)
+        updates = jax.tree.map(lambda g: g * cast_like(step_size, g), updates)
         return updates, ScaleByScheduleState(saturating_increment(state.step_count))
 
     return GradientTransformation(init_fn, update_fn)
