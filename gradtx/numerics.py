@@ -22,6 +22,9 @@ from gradtx.tree_utils import saturating_increment, zero_step_count
 def tree_all_finite(tree: PyTree) -> jax.Array:
     """A scalar bool: ``True`` iff every element of every leaf is finite (no NaN, no +-inf).
 
+    ``all_finite = AND_{leaves l} AND_i isfinite(l_i)``, the test ``apply_if_finite`` applies to
+    each gradient (the check inside ``optax.apply_if_finite``).
+
     An empty tree (or one whose leaves are all empty) counts as finite. Integer and boolean
     leaves are always finite.
     """

@@ -116,6 +116,9 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
 def unitwise_norm(x: jax.Array, axis: int | tuple[int, ...] | None = None) -> jax.Array:
     """The L2 norm of each output unit of ``x``, broadcast back to ``x``'s shape.
 
+    ``||x_u||_2 = sqrt(sum_{i in u} x_i^2)`` for each unit ``u``, the quantity adaptive gradient
+    clipping compares gradients against (Brock et al. 2021, Section 4).
+
     A unit is a slice over ``axis``. By default: scalars and vectors are one unit; for rank 2
     and 3 (dense ``[in, out]`` kernels) the norm runs over axis 0; for rank 4 (HWIO
     convolutions) over axes 0-2; for rank 5 (DHWIO) over axes 0-3.

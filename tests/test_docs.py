@@ -63,11 +63,7 @@ REFERENCE = re.compile(
 # Known gaps: public objects, by where they are defined, whose docstrings do not meet the rules yet.
 # Each is an expected failure (strict): once the docstring is fixed the test fails, saying so, and
 # the entry must be removed.
-KNOWN_GAPS: dict[str, str] = {
-    "gradtx.regularization.unitwise_norm": "needs the formula, e.g. ``||x_u||_2 = sqrt(sum_{i in u} x_i^2)``",
-    "gradtx.second_order.curvature.random_like": "needs the distributions as formulas, e.g. ``P(v_i = +-1) = 1/2``",
-    "gradtx.numerics.tree_all_finite": "needs the formula, e.g. ``all_i isfinite(x_i)``",
-}
+KNOWN_GAPS: dict[str, str] = {}
 
 PUBLIC = gradtx_api.public_objects()
 

@@ -126,7 +126,9 @@ def gauss_newton_vector_product(
 def random_like(key: jax.Array, tree: PyTree, distribution: str = "rademacher") -> PyTree:
     """A random tree shaped like ``tree`` with i.i.d. entries of mean 0 and variance 1.
 
-    ``distribution`` is ``"rademacher"`` (entries +-1 with probability 1/2) or ``"normal"``.
+    ``distribution`` is ``"rademacher"`` (``P(v_i = +1) = P(v_i = -1) = 1/2``) or ``"normal"``
+    (``v_i ~ N(0, 1)``); either way ``E[v v^T] = I``, which Hutchinson's estimator
+    ``diag(H) ~= E[v * (H v)]`` needs (Hutchinson 1990).
     Each leaf draws from its own key, split from ``key`` in leaf order.
     """
     check_choice(distribution, ("rademacher", "normal"), "distribution")
