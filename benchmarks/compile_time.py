@@ -5,6 +5,7 @@ lowering and XLA compilation: what the first call of a training step waits for) 
 ``jax.clear_caches()``, on a tree of ``L`` leaves of 4096 float32 parameters. Variants:
 
 * gradtx default: ``adam`` on the tree, then ``apply_updates``;
+* gradtx flatten: ``flatten(adam)`` on the tree (state in flat buffers), then ``apply_updates``;
 * gradtx fused: ``fused_adam(...).step`` on a ``FlatTree`` with flat gradients (as
   ``fused_train_step`` has them), without and with ``chunk_size=CPU_CHUNK_SIZE``;
 * gradtx fused, tree grads: the same with gradients given as a tree (one concatenation of ``L``
@@ -22,6 +23,7 @@ import argparse
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from common import markdown_table
@@ -44,8 +46,10 @@ def compile_seconds(variant: str, leaves: int) -> float:
     params = {f"p{i:05d}": jax.ShapeDtypeStruct((LEAF_SIZE,), np.float32) for i in range(leaves)}
     jax.clear_caches()
     start = time.perf_counter()
-    if variant in ("gradtx default", "Optax"):
-        transform = gradtx.adam(1e-3) if variant == "gradtx default" else optax.adam(1e-3)
+    if variant in ("gradtx default", "gradtx flatten", "Optax"):
+        transform = {"gradtx default": gradtx.adam(1e-3), "gradtx flatten": gradtx.flatten(gradtx.adam(1e-3))}.get(
+            variant, optax.adam(1e-3)
+        )
         state = jax.eval_shape(transform.init, params)
         jax.jit(_default(transform)).lower(params, state, params).compile()
     else:
@@ -57,7 +61,54 @@ def compile_seconds(variant: str, leaves: int) -> float:
     return time.perf_counter() - start
 
 
-VARIANTS = ["gradtx default", "gradtx fused", "gradtx fused, chunked", "gradtx fused, tree grads", "Optax"]
+VARIANTS = [
+    "gradtx default",
+    "gradtx flatten",
+    "gradtx fused",
+    "gradtx fused, chunked",
+    "gradtx fused, tree grads",
+    "Optax",
+]
+
+
+def _loss(tree, x):
+    # The smallest model with one use of every leaf: what remains is the optimizer and the plumbing.
+    return sum(jnp.sum(jnp.square(leaf - x)) for leaf in jax.tree.leaves(tree))
+
+
+def train_step_seconds(variant: str, leaves: int) -> float:
+    """Compile time of a whole training step (loss, gradient, Adam) on ``leaves`` leaves."""
+    params = {f"p{i:05d}": jax.ShapeDtypeStruct((LEAF_SIZE,), np.float32) for i in range(leaves)}
+    x = jax.ShapeDtypeStruct((LEAF_SIZE,), np.float32)
+    jax.clear_caches()
+    start = time.perf_counter()
+    if variant == "gradtx fused_train_step":
+        optimizer = fused.fused_adam(1e-3)
+        flat = jax.eval_shape(fused.flatten_tree, params)
+        state = jax.eval_shape(optimizer.init, flat)
+        fused.fused_train_step(_loss, optimizer).lower(flat, state, x).compile()
+    else:
+        transform = gradtx.adam(1e-3) if variant == "gradtx default" else optax.adam(1e-3)
+        state = jax.eval_shape(transform.init, params)
+
+        def step(params, state, x):
+            value, grads = jax.value_and_grad(_loss)(params, x)
+            updates, state = transform.update(grads, state, params)
+            return optax.apply_updates(params, updates), state, value
+
+        jax.jit(step, donate_argnums=(0, 1)).lower(params, state, x).compile()
+    return time.perf_counter() - start
+
+
+TRAIN_STEP_VARIANTS = ["gradtx default", "gradtx fused_train_step", "Optax"]
+
+
+def train_step_table(quick: bool) -> str:
+    """Whole training steps: where unpacking the flat parameters (one slice per leaf) costs."""
+    counts = (10, 100) if quick else (10, 100, 1000)
+    rows = [[variant] + [f"{train_step_seconds(variant, n):.2f}" for n in counts] for variant in TRAIN_STEP_VARIANTS]
+    print("[compile] train steps: " + "; ".join(" ".join(row) for row in rows), flush=True)
+    return markdown_table(["training step (loss + grad + Adam)"] + [f"{n} leaves (s)" for n in counts], rows)
 
 
 def main(quick: bool, repeats: int) -> tuple[str, str]:
@@ -102,7 +153,7 @@ def main(quick: bool, repeats: int) -> tuple[str, str]:
         f"{np.median(seconds['gradtx fused'][counts[-1]]) / np.median(seconds['gradtx fused'][counts[-3]]):.1f}x, "
         f"Optax {np.median(seconds['Optax'][counts[-1]]) / np.median(seconds['Optax'][counts[-3]]):.1f}x."
     )
-    return markdown_table(header, rows), summary
+    return markdown_table(header, rows) + "\n\n" + train_step_table(quick), summary
 
 
 if __name__ == "__main__":

@@ -46,7 +46,8 @@ pair-by-pair ratio to gradtx fused in the same round; absolute times are medians
 `fused_train_step` produces them), jitted with parameters and state donated; "chunked" is the
 same with `chunk_size=CPU_CHUNK_SIZE` (one pass over memory, on one core); "tree grads" packs
 gradients given as a tree inside the step. "gradtx default" is `adam`/`sgd`/`rmsprop` +
-`apply_updates` on the tree, jitted and donated; "Optax" is jitted without donation (its usual
+`apply_updates` on the tree, jitted and donated; "gradtx flatten" the same with
+`gradtx.flatten(...)` around the optimizer; "Optax" is jitted without donation (its usual
 use), "Optax, donated" with it. The floor moves each float32 stream once (Adam 28 bytes per
 parameter, the others 20) at the bandwidth of a streaming kernel (`a <- a + s*b` in place, in JAX
 and in torch, the faster one in each round, on as many elements as the tree has); "/ floor" is

@@ -10,6 +10,8 @@ round by round with the others:
 * gradtx fused, tree grads: the same as gradtx fused, with the gradients given as a tree (packed
   in the step);
 * gradtx default: ``adam`` etc. on the tree, ``apply_updates``, jitted and donated;
+* gradtx flatten: the same with ``gradtx.flatten(adam(...))`` (state in flat buffers, the
+  gradients packed and the updates split inside the step);
 * Optax: ``optax.adam`` etc. and ``optax.apply_updates``, jitted, without and with donation;
 * torch foreach / fused: ``torch.optim.Adam(foreach=True)`` / ``(fused=True)``, ``.step()``.
 
@@ -48,12 +50,14 @@ from common import (
     trees,
 )
 
+import gradtx
 from gradtx import fused
 
 COLUMNS = [
     "gradtx fused, chunked",
     "gradtx fused, tree grads",
     "gradtx default",
+    "gradtx flatten",
     "Optax",
     "Optax, donated",
     "torch foreach",
@@ -82,6 +86,7 @@ def measure_tree(shapes, methods, rounds: int) -> dict:
             ),
             "gradtx fused, tree grads": fused_step(method.fused(), fused.flatten_tree(fresh_params()), grads),
             "gradtx default": jax_step(method.gradtx(), fresh_params(), grads, donate=True),
+            "gradtx flatten": jax_step(gradtx.flatten(method.gradtx()), fresh_params(), grads, donate=True),
             "Optax": jax_step(method.optax(), fresh_params(), grads, donate=False),
             "Optax, donated": jax_step(method.optax(), fresh_params(), grads, donate=True),
             "torch foreach": torch_step(method.torch, leaves, torch_grads, foreach=True),

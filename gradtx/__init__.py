@@ -56,10 +56,12 @@ from gradtx.distributed import (
 from gradtx.fused import (
     CPU_CHUNK_SIZE,
     FlatLayout,
+    FlattenState,
     FlatTree,
     FusedOptimizer,
     FusedState,
     donated_step,
+    flatten,
     flatten_tree,
     fuse,
     fused_adam,

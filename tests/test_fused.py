@@ -256,3 +256,68 @@ def test_errors_name_what_was_expected():
         optimizer.step(params, params, state)
     with pytest.raises(ValueError, match="does not match the flat layout"):
         optimizer.step(flat, {"p0": params["p0"]}, state)
+
+
+# ``flatten``: the transformation interface on a tree, with the state in flat buffers.
+
+FLATTEN_CASES = {
+    "adam": lambda: gradtx.adam(1e-2),
+    "adamw": lambda: gradtx.adamw(1e-2, weight_decay=0.1),
+    "sgd_momentum": lambda: gradtx.sgd(0.05, momentum=0.9),
+    # A global reduction sees the same numbers in buffers as in leaves.
+    "clipped_adam": lambda: gradtx.chain(gradtx.clip_by_global_norm(0.5), gradtx.adam(1e-2)),
+}
+
+
+def run_transform(transform, params, steps=STEPS):
+    @jax.jit
+    def step(params, state, t):
+        updates, state = transform.update(gradients(params, t), state, params)
+        return gradtx.apply_updates(params, updates), state
+
+    state = transform.init(params)
+    for t in range(steps):
+        params, state = step(params, state, t)
+    return params, state
+
+
+@pytest.mark.parametrize("name", sorted(FLATTEN_CASES))
+def test_flatten_equals_the_tree_transformation(name):
+    params = nested_tree()  # float32 and bfloat16 leaves: two buffers, and a None
+    expected, _ = run_transform(FLATTEN_CASES[name](), params)
+    found, state = run_transform(gradtx.flatten(FLATTEN_CASES[name]()), params)
+    assert jax.tree.structure(found) == jax.tree.structure(params)
+    assert jax.tree.map(lambda x: x.dtype, found) == jax.tree.map(lambda x: x.dtype, params)
+    assert relative_error(found, expected) <= FLOAT32_TOLERANCE
+    assert isinstance(state, gradtx.FlattenState)
+    buffers = [x for x in jax.tree.leaves(state) if jnp.ndim(x) == 1]
+    assert len(buffers) <= 2 * 2 + 1, "moments are stored as one buffer per dtype, not per leaf"
+
+
+def test_flatten_matches_optax_flatten_in_float64():
+    import optax
+
+    params = many_leaves_tree()
+    params = jax.tree.map(lambda x: x.astype(jnp.float64), params)
+    expected, _ = run_transform(optax.flatten(optax.adam(1e-2)), params)
+    found, _ = run_transform(gradtx.flatten(gradtx.adam(1e-2)), params)
+    assert relative_error(found, expected) <= FLOAT64_TOLERANCE
+
+
+def test_flatten_program_does_not_grow_per_leaf():
+    def count(transform, leaves):
+        params = {f"p{i}": jax.ShapeDtypeStruct((5,), jnp.float32) for i in range(leaves)}
+        state = jax.eval_shape(transform.init, params)
+        return len(jax.make_jaxpr(lambda g, s, p: transform.update(g, s, p))(params, state, params).eqns)
+
+    flat_growth = count(gradtx.flatten(gradtx.adam(1e-3)), 40) - count(gradtx.flatten(gradtx.adam(1e-3)), 20)
+    tree_growth = count(gradtx.adam(1e-3), 40) - count(gradtx.adam(1e-3), 20)
+    # Per extra leaf: a reshape going in, a reshape coming out (and the split's one output).
+    assert flat_growth <= 2 * 20 < tree_growth
+
+
+def test_flatten_rejects_a_foreign_state():
+    transform = gradtx.flatten(gradtx.adam(1e-3))
+    params = {"w": jnp.ones(3)}
+    with pytest.raises(ValueError, match="FlattenState"):
+        transform.update(params, gradtx.adam(1e-3).init(params), params)
