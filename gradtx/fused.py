@@ -461,9 +461,10 @@ def flatten(inner: GradientTransformation) -> GradientTransformation:
     step adds one concatenation of the gradients and one split of the updates. Parameters are
     packed only if given. For the in-place step on parameters kept flat, use ``fuse`` instead.
 
-    Compile time: on XLA:CPU each slice of the split costs about as much to compile as a leaf's
-    whole Adam update, so the step does *not* compile faster than the tree transformation
-    (1000 leaves: about 21 s against 14 s; see benchmarks/RESULTS.md).
+    Not a speed feature on a CPU: XLA:CPU compiles each slice of the split about as slowly as a
+    leaf's whole Adam update, and the copies in and out cost more than the per-leaf kernels they
+    replace (Adam on 1000 leaves: compile 21 s against 14 s for the tree transformation, step
+    1.6x slower; see benchmarks/RESULTS.md).
 
     ``inner`` sees each buffer as one leaf, so it must not depend on where leaves begin and end:
     elementwise methods (Adam, SGD, RMSProp, ...) and global reductions (``clip_by_global_norm``)
