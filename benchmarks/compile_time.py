@@ -42,14 +42,24 @@ def _default(transform):
     return step
 
 
+# The variants that are a transformation on the tree, followed by ``apply_updates``.
+TREE_TRANSFORMS = {
+    "gradtx default": lambda: gradtx.adam(1e-3),
+    "gradtx flatten": lambda: gradtx.flatten(gradtx.adam(1e-3)),
+    "Optax": lambda: optax.adam(1e-3),
+}
+
+
+def abstract_params(leaves: int) -> dict:
+    return {f"p{i:05d}": jax.ShapeDtypeStruct((LEAF_SIZE,), np.float32) for i in range(leaves)}
+
+
 def compile_seconds(variant: str, leaves: int) -> float:
-    params = {f"p{i:05d}": jax.ShapeDtypeStruct((LEAF_SIZE,), np.float32) for i in range(leaves)}
+    params = abstract_params(leaves)
     jax.clear_caches()
     start = time.perf_counter()
-    if variant in ("gradtx default", "gradtx flatten", "Optax"):
-        transform = {"gradtx default": gradtx.adam(1e-3), "gradtx flatten": gradtx.flatten(gradtx.adam(1e-3))}.get(
-            variant, optax.adam(1e-3)
-        )
+    if variant in TREE_TRANSFORMS:
+        transform = TREE_TRANSFORMS[variant]()
         state = jax.eval_shape(transform.init, params)
         jax.jit(_default(transform)).lower(params, state, params).compile()
     else:
@@ -78,7 +88,7 @@ def _loss(tree, x):
 
 def train_step_seconds(variant: str, leaves: int) -> float:
     """Compile time of a whole training step (loss, gradient, Adam) on ``leaves`` leaves."""
-    params = {f"p{i:05d}": jax.ShapeDtypeStruct((LEAF_SIZE,), np.float32) for i in range(leaves)}
+    params = abstract_params(leaves)
     x = jax.ShapeDtypeStruct((LEAF_SIZE,), np.float32)
     jax.clear_caches()
     start = time.perf_counter()
@@ -88,7 +98,7 @@ def train_step_seconds(variant: str, leaves: int) -> float:
         state = jax.eval_shape(optimizer.init, flat)
         fused.fused_train_step(_loss, optimizer).lower(flat, state, x).compile()
     else:
-        transform = gradtx.adam(1e-3) if variant == "gradtx default" else optax.adam(1e-3)
+        transform = TREE_TRANSFORMS[variant]()
         state = jax.eval_shape(transform.init, params)
 
         def step(params, state, x):

@@ -127,6 +127,12 @@ def chunk_sweep(size: int, rounds: int, chunks=(0, 4096, 16384, 65536, 262144)) 
     return interleaved(runs, rounds)
 
 
+def fastest_gradtx(times: dict) -> str:
+    """The faster of gradtx fused and its chunked variant (absent off CPU), by median time."""
+    candidates = [name for name in ("gradtx fused", "gradtx fused, chunked") if name in times]
+    return min(candidates, key=lambda name: np.median(times[name]))
+
+
 def report(all_results: dict) -> str:
     """One Markdown table per optimizer: rows are trees."""
     sections = []
@@ -142,8 +148,7 @@ def report(all_results: dict) -> str:
             row = [tree_name, f"{1e3 * floor:.1f}", f"{1e3 * np.median(times['gradtx fused']):.1f}"]
             for column in COLUMNS:
                 row.append(fmt_ratio(median_ratio(times, column, "gradtx fused") if column in times else None))
-            candidates = [name for name in ("gradtx fused", "gradtx fused, chunked") if name in times]
-            best = min(candidates, key=lambda name: np.median(times[name]))
+            best = fastest_gradtx(times)
             row.append(f"{100 * fractions[best]:.0f}% ({'chunked' if 'chunked' in best else 'fused'})")
             row.append(f"{100 * fractions['torch fused']:.0f}%" if "torch fused" in fractions else "n/a")
             rows.append(row)
@@ -173,15 +178,14 @@ def headline(all_results: dict, method_name: str = "Adam") -> str:
         if result is None:
             continue
         times = result["times"]
-        floor, fractions = floor_fractions(result)
+        _, fractions = floor_fractions(result)
         seconds = float(np.median(times["gradtx fused"]))
         gbs = result["bytes"] * result["size"] / seconds / 1e9
         of_peak = f" ({100 * gbs / peak:.0f}% of peak)" if peak else ""
         row = [tree_name, f"{1e3 * seconds:.1f}", f"{gbs:.0f}{of_peak}"]
         for peer in ("Optax", "Optax, donated", "torch fused"):
             row.append(fmt_ratio(median_ratio(times, "gradtx fused", peer)) if peer in times else "n/a")
-        candidates = [name for name in ("gradtx fused", "gradtx fused, chunked") if name in times]
-        best = max(candidates, key=lambda name: fractions[name])
+        best = fastest_gradtx(times)
         row.append(f"{100 * fractions[best]:.0f}%" + (" (chunked)" if "chunked" in best else ""))
         rows.append(row)
     header = [

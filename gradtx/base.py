@@ -18,6 +18,8 @@ from typing import Any, NamedTuple, Protocol, Union
 import jax
 import jax.numpy as jnp
 
+from gradtx.tree_utils import keep_dtype
+
 PyTree = Any
 Params = PyTree
 Updates = PyTree
@@ -107,8 +109,7 @@ def apply_updates(params: Params, updates: Updates) -> Params:
         if param is None:
             return None
         param = jnp.asarray(param)
-        new = param + update
-        return new if new.dtype == param.dtype else new.astype(param.dtype)
+        return keep_dtype(param + update, param.dtype)
 
     return jax.tree.map(add, params, updates, is_leaf=lambda x: x is None)
 
