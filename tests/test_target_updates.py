@@ -18,20 +18,27 @@ def online_trajectory():
 
 def test_match_optax_along_a_training_run():
     online = online_trajectory()
+
+    @jax.jit
+    def both(params, averaged, periodic, t):
+        return (
+            (incremental_update(params, averaged[0], 0.05), optax.incremental_update(params, averaged[1], 0.05)),
+            (periodic_update(params, periodic[0], t, 7), optax.periodic_update(params, periodic[1], t, 7)),
+        )
+
     start = sp.initial_params()
-    averaged = {"ours": start, "theirs": start}
-    periodic = {"ours": start, "theirs": start}
+    averaged, periodic = (start, start), (start, start)
+    ours_averages, theirs_averages = [], []
     for t, params in enumerate(online, start=1):
-        averaged = {"ours": incremental_update(params, averaged["ours"], 0.05),
-                    "theirs": optax.incremental_update(params, averaged["theirs"], 0.05)}
-        periodic = {"ours": periodic_update(params, periodic["ours"], jnp.asarray(t), 7),
-                    "theirs": optax.periodic_update(params, periodic["theirs"], jnp.asarray(t), 7)}
-        assert sp.max_relative_error([averaged["ours"]], [averaged["theirs"]]) < 1e-8
+        averaged, periodic = both(params, averaged, periodic, jnp.asarray(t))
+        ours_averages.append(averaged[0])
+        theirs_averages.append(averaged[1])
         for name in params:
-            np.testing.assert_array_equal(periodic["ours"][name], periodic["theirs"][name])
+            np.testing.assert_array_equal(periodic[0][name], periodic[1][name])
         if t % 7 == 0:
-            np.testing.assert_array_equal(periodic["ours"]["w"], params["w"])
-    assert not np.allclose(averaged["ours"]["w"], online[-1]["w"])  # an average, not a copy
+            np.testing.assert_array_equal(periodic[0]["w"], params["w"])
+    assert sp.max_relative_error(ours_averages, theirs_averages) < 1e-8
+    assert not np.allclose(averaged[0]["w"], online[-1]["w"])  # an average, not a copy
 
 
 def test_none_leaves_dtypes_and_bad_input():
