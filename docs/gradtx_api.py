@@ -31,6 +31,7 @@ EXTENSION_MODULES = (
     "gradtx.checkpoint",
     "gradtx.distributed",
     "gradtx.fused",
+    "gradtx.microbatching",
 )
 
 

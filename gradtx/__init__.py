@@ -4,8 +4,18 @@ The public namespace is flat: ``gradtx.adam``, ``gradtx.chain``, ``gradtx.scale_
 ``gradtx.cosine_decay_schedule``. Layers and initializers live in ``gradtx.nn``.
 """
 
-from gradtx import nn
-from gradtx.accumulation import AccumulationState, accumulate_gradients
+from gradtx import microbatching, nn
+from gradtx.accumulation import (
+    AccumulationState,
+    ApplyEvery,
+    MultiSteps,
+    MultiStepsState,
+    ShouldSkipUpdateFunction,
+    accumulate_gradients,
+    apply_every,
+    skip_large_updates,
+    skip_not_finite,
+)
 from gradtx.adam import (
     AdamState,
     AmsgradState,
@@ -36,13 +46,22 @@ from gradtx.checkpoint import load_state, save_state
 from gradtx.combinators import (
     MaskedNode,
     MaskedState,
+    MultiTransformState,
     PartitionState,
     chain,
     freeze,
     masked,
+    multi_transform,
     named_chain,
     partition,
     set_to_zero,
+)
+from gradtx.conditionality import (
+    ConditionallyMaskState,
+    ConditionallyTransformState,
+    ConditionFn,
+    conditionally_mask,
+    conditionally_transform,
 )
 from gradtx.distributed import (
     bytes_per_device,
@@ -53,6 +72,7 @@ from gradtx.distributed import (
     zero1,
     zero1_spec,
 )
+from gradtx.extra_args import GradientTransformationExtraArgs, with_extra_args_support
 from gradtx.fused import (
     CPU_CHUNK_SIZE,
     FlatLayout,
@@ -70,6 +90,8 @@ from gradtx.fused import (
     fused_train_step,
 )
 from gradtx.hyperparams import InjectHyperparamsState, get_hyperparams, inject_hyperparams, set_hyperparams
+from gradtx.lookahead import LookaheadParams, LookaheadState, lookahead
+from gradtx.microbatching import microbatch
 from gradtx.momentum import (
     EmaState,
     HeavyBallState,
@@ -81,6 +103,7 @@ from gradtx.momentum import (
     sgd,
     trace,
 )
+from gradtx.monitoring import MonitorState, SnapshotState, measure_with_ema, monitor, snapshot
 from gradtx.numerics import ApplyIfFiniteState, ZeroNansState, apply_if_finite, tree_all_finite, zero_nans
 from gradtx.regularization import (
     AddDecayedWeightsState,
@@ -148,7 +171,9 @@ from gradtx.second_order import (
     wolfe_line_search,
 )
 from gradtx.sign import RpropState, rprop, scale_by_rprop, scale_by_sign, sign_sgd
+from gradtx.state_utils import tree_map_params, value_and_grad_from_state
 from gradtx.sweep import SweepResult, config_grid, config_samples, loss_curve, sweep
+from gradtx.target_updates import incremental_update, periodic_update
 from gradtx.tree_utils import (
     check_trees_match,
     saturating_increment,

@@ -41,6 +41,10 @@ METHOD_MODULES = (
     "gradtx.schedules",
     "gradtx.numerics",
     "gradtx.accumulation",
+    "gradtx.lookahead",
+    "gradtx.conditionality",
+    "gradtx.monitoring",
+    "gradtx.target_updates",
     "gradtx.nn.",
     "gradtx.second_order.",
 )
