@@ -4,7 +4,7 @@ The public namespace is flat: ``gradtx.adam``, ``gradtx.chain``, ``gradtx.scale_
 ``gradtx.cosine_decay_schedule``. Layers and initializers live in ``gradtx.nn``.
 """
 
-from gradtx import nn
+from gradtx import nn, projections, tree
 from gradtx.accumulation import AccumulationState, accumulate_gradients
 from gradtx.adam import (
     AdamState,
@@ -33,6 +33,7 @@ from gradtx.base import (
     value_at,
 )
 from gradtx.checkpoint import load_state, save_state
+from gradtx.clipping import clip_by_block_rms, per_example_global_norm_clip, per_example_layer_norm_clip
 from gradtx.combinators import (
     MaskedNode,
     MaskedState,
@@ -43,6 +44,12 @@ from gradtx.combinators import (
     named_chain,
     partition,
     set_to_zero,
+)
+from gradtx.constraints import (
+    NonNegativeParamsState,
+    centralize,
+    keep_params_nonnegative,
+    normalize_by_update_norm,
 )
 from gradtx.distributed import (
     bytes_per_device,
@@ -81,7 +88,15 @@ from gradtx.momentum import (
     sgd,
     trace,
 )
-from gradtx.numerics import ApplyIfFiniteState, ZeroNansState, apply_if_finite, tree_all_finite, zero_nans
+from gradtx.numerics import (
+    ApplyIfFiniteState,
+    ZeroNansState,
+    apply_if_finite,
+    safe_norm,
+    safe_root_mean_squares,
+    tree_all_finite,
+    zero_nans,
+)
 from gradtx.regularization import (
     AddDecayedWeightsState,
     adaptive_grad_clip,
@@ -155,6 +170,9 @@ from gradtx.tree_utils import (
     tree_global_norm,
     tree_zeros_like,
 )
+from gradtx.tree_utils import saturating_increment as safe_increment
+from gradtx.tree_utils import saturating_increment as safe_int32_increment
+from gradtx.tree_utils import tree_global_norm as global_norm
 
 __version__ = "0.1.0"
 
