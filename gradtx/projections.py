@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from gradtx.tree_utils import check_trees_match, tree_global_norm, tree_vdot
+from gradtx.tree_utils import check_trees_match, tree_sum_of_squares, tree_vdot
 from gradtx.validation import check_non_negative, check_positive
 
 PyTree = Any
@@ -43,7 +43,7 @@ __all__ = [
 
 def _bound_tree(bound: Any, tree: PyTree, name: str) -> PyTree:
     """``bound`` as a tree shaped like ``tree``: a scalar is broadcast to every leaf."""
-    if jnp.ndim(bound) == 0 and not isinstance(bound, (list, tuple, dict)):
+    if jax.tree_util.treedef_is_leaf(jax.tree.structure(bound)) and jnp.ndim(bound) == 0:
         return jax.tree.map(lambda _: bound, tree)
     if jax.tree.structure(bound) != jax.tree.structure(tree):
         raise ValueError(
@@ -230,11 +230,9 @@ def projection_l2_sphere(tree: PyTree, scale: Any = 1) -> PyTree:
     Matches ``optax.projections.projection_l2_sphere`` for ``x != 0``.
     """
     check_positive(scale, "scale")
-    norm = tree_global_norm(tree)
+    norm, zero = _safe_norm(tree)
     size = sum(jnp.size(x) for x in jax.tree.leaves(tree))
-    zero = norm == 0
-    # Two wheres, so that x / 0 never enters a gradient.
-    factor = scale / jnp.where(zero, 1, norm)
+    factor = scale / norm
     fallback = scale / jnp.sqrt(jnp.asarray(max(size, 1), norm.dtype))
     return jax.tree.map(lambda x: jnp.where(zero, fallback, factor * x).astype(jnp.result_type(x)), tree)
 
@@ -252,8 +250,8 @@ def projection_l2_ball(tree: PyTree, scale: Any = 1) -> PyTree:
     Matches ``optax.projections.projection_l2_ball``.
     """
     check_non_negative(scale, "scale")
-    norm = tree_global_norm(tree)
-    inside = norm <= scale
+    norm, zero = _safe_norm(tree)
+    inside = zero | (norm <= scale)
     factor = jnp.where(inside, 1, scale / jnp.where(inside, 1, norm))
     return jax.tree.map(lambda x: (factor * x).astype(jnp.result_type(x)), tree)
 
@@ -272,6 +270,13 @@ def projection_linf_ball(tree: PyTree, scale: Any = 1) -> PyTree:
     """
     check_non_negative(scale, "scale")
     return jax.tree.map(lambda x: jnp.clip(x, -scale, scale), tree)
+
+
+def _safe_norm(tree: PyTree) -> tuple[jax.Array, jax.Array]:
+    """``(||x||_2, ||x||_2 == 0)``, with a finite gradient at ``x = 0`` (the square root sees 1 there)."""
+    squares = tree_sum_of_squares(tree)
+    zero = squares == 0
+    return jnp.sqrt(jnp.where(zero, 1, squares)), zero
 
 
 def _ratio(numerator: jax.Array, a: PyTree) -> jax.Array:
