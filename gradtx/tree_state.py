@@ -122,7 +122,10 @@ def set(tree: PyTree, filtering: Filtering | None = None, /, **kwargs: Any) -> P
     Raises:
       KeyError: some keyword matches nothing (after ``filtering``).
 
-    Matches ``optax.tree.set``.
+    Matches ``optax.tree.set``, except that Optax leaves a match unreplaced when it sits below
+    a container without the key inside a matching state (the schedule's ``count`` of
+    ``inject_hyperparams``' ``hyperparams_states``): here every value ``get_all_with_path``
+    finds is replaced, as Optax's documentation says.
     """
     for key in kwargs:
         if not get_all_with_path(tree, key, filtering):

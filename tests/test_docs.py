@@ -43,6 +43,9 @@ METHOD_MODULES = (
     "gradtx.accumulation",
     "gradtx.nn.",
     "gradtx.second_order.",
+    "gradtx.constraints",
+    "gradtx.clipping",
+    "gradtx.projections",
 )
 BUILDERS = ("GradientTransformation", "Layer", "Initializer")
 
