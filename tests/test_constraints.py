@@ -52,7 +52,7 @@ def test_matches_optax_over_150_steps(name):
         assert any(bool(jnp.any(leaf == 0)) for leaf in jax.tree.leaves(ours[-1]))
 
 
-@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("seed", range(2))
 def test_single_updates_match_optax_on_random_trees(seed):
     grads, params = random_tree(seed), jax.tree.map(jnp.abs, random_tree(seed + 100))
     pairs = [

@@ -43,12 +43,11 @@ def assert_trees_close(a, b, rtol=1e-12, atol=1e-13):
 
 
 @pytest.mark.parametrize("shapes", SHAPES)
-@pytest.mark.parametrize("seed", range(3))
-@pytest.mark.parametrize("spread", [0.1, 1.0, 10.0])
+@pytest.mark.parametrize("seed, spread", [(0, 0.1), (1, 10.0)])
 def test_every_projection_matches_optax(shapes, seed, spread):
     x = make_tree(seed, shapes, spread)
     a = make_tree(seed + 50, shapes)
-    for scale in (0.5, 1.0, 3.0):
+    for scale in (0.5, 3.0):
         assert_trees_close(P.projection_simplex(x, scale), OP.projection_simplex(x, scale))
         assert_trees_close(P.projection_l1_ball(x, scale), OP.projection_l1_ball(x, scale))
         assert_trees_close(P.projection_l1_sphere(x, scale), OP.projection_l1_sphere(x, scale))
@@ -67,10 +66,9 @@ def test_every_projection_matches_optax(shapes, seed, spread):
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 10, 200])
-@pytest.mark.parametrize("scale", [0.3, 1.0, 5.0])
-def test_simplex_equals_duchi_and_is_optimal(n, scale):
+def test_simplex_equals_duchi_and_is_optimal(n):
     rng = np.random.default_rng(n)
-    for spread in (0.01, 1.0, 100.0):
+    for spread, scale in itertools.product((0.01, 1.0, 100.0), (0.3, 1.0, 5.0)):
         v = rng.normal(size=n) * spread
         p = np.asarray(P.projection_simplex(jnp.asarray(v), scale))
         np.testing.assert_allclose(p, duchi_simplex(v, scale), rtol=1e-12, atol=1e-13)
@@ -187,9 +185,8 @@ def test_simplex_derivatives_match_optax_and_finite_differences(n):
     theirs = jax.jacobian(lambda t: OP.projection_simplex(t, 1.5))(v)
     np.testing.assert_allclose(ours, theirs, atol=1e-12)
     h = 1e-6
-    numeric = np.stack(
-        [(P.projection_simplex(v + h * e, 1.5) - P.projection_simplex(v - h * e, 1.5)) / (2 * h) for e in jnp.eye(n)], 1
-    )
+    project = jax.jit(jax.vmap(lambda t: P.projection_simplex(t, 1.5)))
+    numeric = ((project(v + h * jnp.eye(n)) - project(v - h * jnp.eye(n))) / (2 * h)).T
     np.testing.assert_allclose(ours, numeric, atol=1e-6)
     d_scale = jax.jacobian(lambda s: P.projection_simplex(v, s))(1.5)
     d_theirs = jax.jacobian(lambda s: OP.projection_simplex(v, s))(1.5)
