@@ -4,7 +4,7 @@ The public namespace is flat: ``gradtx.adam``, ``gradtx.chain``, ``gradtx.scale_
 ``gradtx.cosine_decay_schedule``. Layers and initializers live in ``gradtx.nn``.
 """
 
-from gradtx import microbatching, nn
+from gradtx import microbatching, nn, projections, tree
 from gradtx.accumulation import (
     AccumulationState,
     ApplyEvery,
@@ -43,6 +43,7 @@ from gradtx.base import (
     value_at,
 )
 from gradtx.checkpoint import load_state, save_state
+from gradtx.clipping import clip_by_block_rms, per_example_global_norm_clip, per_example_layer_norm_clip
 from gradtx.combinators import (
     MaskedNode,
     MaskedState,
@@ -63,6 +64,7 @@ from gradtx.conditionality import (
     conditionally_mask,
     conditionally_transform,
 )
+from gradtx.constraints import NonNegativeParamsState, centralize, keep_params_nonnegative, normalize_by_update_norm
 from gradtx.distributed import (
     bytes_per_device,
     init_sharded,
@@ -104,7 +106,15 @@ from gradtx.momentum import (
     trace,
 )
 from gradtx.monitoring import MonitorState, SnapshotState, measure_with_ema, monitor, snapshot
-from gradtx.numerics import ApplyIfFiniteState, ZeroNansState, apply_if_finite, tree_all_finite, zero_nans
+from gradtx.numerics import (
+    ApplyIfFiniteState,
+    ZeroNansState,
+    apply_if_finite,
+    safe_norm,
+    safe_root_mean_squares,
+    tree_all_finite,
+    zero_nans,
+)
 from gradtx.regularization import (
     AddDecayedWeightsState,
     adaptive_grad_clip,
@@ -174,13 +184,10 @@ from gradtx.sign import RpropState, rprop, scale_by_rprop, scale_by_sign, sign_s
 from gradtx.state_utils import tree_map_params, value_and_grad_from_state
 from gradtx.sweep import SweepResult, config_grid, config_samples, loss_curve, sweep
 from gradtx.target_updates import incremental_update, periodic_update
-from gradtx.tree_utils import (
-    check_trees_match,
-    saturating_increment,
-    tree_global_norm,
-    tree_zeros_like,
-)
+from gradtx.tree_utils import check_trees_match, saturating_increment, tree_global_norm, tree_zeros_like
+from gradtx.tree_utils import saturating_increment as safe_increment
+from gradtx.tree_utils import saturating_increment as safe_int32_increment
+from gradtx.tree_utils import tree_global_norm as global_norm
 
 __version__ = "0.1.0"
-
 __all__ = [name for name in dir() if not name.startswith("_")]

@@ -47,6 +47,9 @@ METHOD_MODULES = (
     "gradtx.target_updates",
     "gradtx.nn.",
     "gradtx.second_order.",
+    "gradtx.constraints",
+    "gradtx.clipping",
+    "gradtx.projections",
 )
 BUILDERS = ("GradientTransformation", "Layer", "Initializer")
 
