@@ -43,6 +43,9 @@ METHOD_MODULES = (
     "gradtx.accumulation",
     "gradtx.nn.",
     "gradtx.second_order.",
+    "gradtx.trust_ratio",
+    "gradtx.step_size",
+    "gradtx.stochastic",
 )
 BUILDERS = ("GradientTransformation", "Layer", "Initializer")
 
