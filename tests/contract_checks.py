@@ -76,3 +76,16 @@ def check_schedules(make, floats):
     assert any(
         not np.allclose(a, b, rtol=1e-6) for a, b in zip(jax.tree.leaves(with_floats), jax.tree.leaves(with_varying))
     )
+
+
+def check_signature_matches_optax(name, ignore=()):
+    """``gradtx.name`` takes Optax's arguments: same names, order, kinds and defaults (less ``ignore``)."""
+    import inspect
+
+    import optax
+
+    def described(fn):
+        parameters = inspect.signature(fn).parameters.values()
+        return [(p.name, p.kind, p.default) for p in parameters if p.name not in ignore]
+
+    assert described(getattr(gradtx, name)) == described(getattr(optax, name))

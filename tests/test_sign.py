@@ -5,7 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from contract_checks import check_dtypes_kept, check_jit_equals_eager, check_schedules, check_vmap_equals_loop
+from contract_checks import (
+    check_dtypes_kept,
+    check_jit_equals_eager,
+    check_schedules,
+    check_signature_matches_optax,
+    check_vmap_equals_loop,
+)
 from softmax_problem import grad, initial_params, max_relative_error, run_gradtx, run_torch
 
 import gradtx
@@ -136,3 +142,8 @@ def test_bad_hyperparameters_name_the_argument(make, argument):
 def test_integer_leaf_is_rejected_with_its_path():
     with pytest.raises(TypeError, match=r"\['step'\]"):
         gradtx.lion(1e-3).init({"w": jnp.ones(2), "step": jnp.asarray(1)})
+
+
+@pytest.mark.parametrize("name", ["lion", "scale_by_lion", "signum"])
+def test_arguments_are_optaxs(name):
+    check_signature_matches_optax(name)

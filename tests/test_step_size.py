@@ -5,7 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from contract_checks import check_dtypes_kept, check_jit_equals_eager, check_schedules, check_vmap_equals_loop
+from contract_checks import (
+    check_dtypes_kept,
+    check_jit_equals_eager,
+    check_schedules,
+    check_signature_matches_optax,
+    check_vmap_equals_loop,
+)
 from softmax_problem import initial_params, loss, max_relative_error, run_gradtx
 
 import gradtx
@@ -192,3 +198,8 @@ def test_polyak_scaling_takes_a_schedule():
 def test_bad_hyperparameters_name_the_argument(make, argument):
     with pytest.raises(ValueError, match=argument):
         make()
+
+
+@pytest.mark.parametrize("name", ["polyak_sgd", "scale_by_polyak", "scale_by_distance_over_gradients"])
+def test_arguments_are_optaxs(name):
+    check_signature_matches_optax(name)

@@ -5,7 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from contract_checks import check_dtypes_kept, check_jit_equals_eager, check_schedules, check_vmap_equals_loop
+from contract_checks import (
+    check_dtypes_kept,
+    check_jit_equals_eager,
+    check_schedules,
+    check_signature_matches_optax,
+    check_vmap_equals_loop,
+)
 from softmax_problem import grad, initial_params, max_relative_error, run_gradtx
 
 import gradtx
@@ -156,3 +162,13 @@ def test_hyperparameters_take_schedules(make, floats):
 def test_bad_hyperparameters_name_the_argument(make, error, argument):
     with pytest.raises(error, match=argument):
         make()
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["noisy_sgd", "add_noise", "scale_by_stddev", "optimistic_gradient_descent", "scale_by_optimistic_gradient",
+     "scale_gradient"],
+)
+def test_arguments_are_optaxs(name):
+    # Optax's deprecated ``seed`` (use ``key``) is left out.
+    check_signature_matches_optax(name, ignore=("seed",))

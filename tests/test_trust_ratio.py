@@ -6,7 +6,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from contract_checks import check_dtypes_kept, check_jit_equals_eager, check_schedules, check_vmap_equals_loop
+from contract_checks import (
+    check_dtypes_kept,
+    check_jit_equals_eager,
+    check_schedules,
+    check_signature_matches_optax,
+    check_vmap_equals_loop,
+)
 from softmax_problem import grad, initial_params, max_relative_error, run_gradtx, run_torch
 
 import gradtx
@@ -196,3 +202,11 @@ def test_hyperparameters_take_schedules(make, floats):
 def test_bad_hyperparameters_name_the_argument(make, argument):
     with pytest.raises(ValueError, match=argument):
         make()
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["lamb", "lars", "fromage", "scale_by_trust_ratio", "scale_by_param_block_norm", "scale_by_param_block_rms"],
+)
+def test_arguments_are_optaxs(name):
+    check_signature_matches_optax(name)
