@@ -180,14 +180,50 @@ from gradtx.second_order import (
     scaled_conjugate_gradient,
     wolfe_line_search,
 )
-from gradtx.sign import RpropState, rprop, scale_by_rprop, scale_by_sign, sign_sgd
+from gradtx.sign import (
+    RpropState,
+    ScaleByLionState,
+    lion,
+    rprop,
+    scale_by_lion,
+    scale_by_rprop,
+    scale_by_sign,
+    sign_sgd,
+    signum,
+)
 from gradtx.state_utils import tree_map_params, value_and_grad_from_state
+from gradtx.step_size import (
+    ScaleByDistanceOverGradientsState,
+    polyak_sgd,
+    scale_by_distance_over_gradients,
+    scale_by_polyak,
+)
+from gradtx.stochastic import (
+    AddNoiseState,
+    ScaleByOptimisticGradientState,
+    add_noise,
+    noisy_sgd,
+    optimistic_gradient_descent,
+    scale_by_optimistic_gradient,
+    scale_by_stddev,
+    scale_gradient,
+)
 from gradtx.sweep import SweepResult, config_grid, config_samples, loss_curve, sweep
 from gradtx.target_updates import incremental_update, periodic_update
 from gradtx.tree_utils import check_trees_match, saturating_increment, tree_global_norm, tree_zeros_like
 from gradtx.tree_utils import saturating_increment as safe_increment
 from gradtx.tree_utils import saturating_increment as safe_int32_increment
 from gradtx.tree_utils import tree_global_norm as global_norm
+from gradtx.trust_ratio import (
+    FromageState,
+    ScaleByLarsState,
+    fromage,
+    lamb,
+    lars,
+    scale_by_param_block_norm,
+    scale_by_param_block_rms,
+    scale_by_trust_ratio,
+)
 
 __version__ = "0.1.0"
 __all__ = [name for name in dir() if not name.startswith("_")]

@@ -50,6 +50,9 @@ METHOD_MODULES = (
     "gradtx.constraints",
     "gradtx.clipping",
     "gradtx.projections",
+    "gradtx.trust_ratio",
+    "gradtx.step_size",
+    "gradtx.stochastic",
 )
 BUILDERS = ("GradientTransformation", "Layer", "Initializer")
 
