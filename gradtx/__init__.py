@@ -18,6 +18,22 @@ from gradtx.adam import (
     scale_by_adamax,
     scale_by_amsgrad,
 )
+from gradtx.adam_variants import (
+    RadamState,
+    ScaleByBeliefState,
+    ScaleByNadamState,
+    YogiState,
+    adabelief,
+    adamaxw,
+    nadamw,
+    radam,
+    scale_by_belief,
+    scale_by_nadam,
+    scale_by_radam,
+    scale_by_yogi,
+    yogi,
+)
+from gradtx.adan import ProximalDecayState, ScaleByAdanState, adan, scale_by_adan
 from gradtx.base import (
     EmptyState,
     GradientTransformation,
@@ -53,6 +69,7 @@ from gradtx.distributed import (
     zero1,
     zero1_spec,
 )
+from gradtx.factored import FactoredState, ScaleBySM3State, adafactor, scale_by_factored_rms, scale_by_sm3, sm3
 from gradtx.fused import (
     CPU_CHUNK_SIZE,
     FlatLayout,
@@ -81,7 +98,15 @@ from gradtx.momentum import (
     sgd,
     trace,
 )
+from gradtx.novograd import ScaleByNovogradState, novograd, scale_by_novograd
 from gradtx.numerics import ApplyIfFiniteState, ZeroNansState, apply_if_finite, tree_all_finite, zero_nans
+from gradtx.optimistic import (
+    ScaleByOptimisticGradientState,
+    optimistic_adam,
+    optimistic_adam_v2,
+    optimistic_gradient_descent,
+    scale_by_optimistic_gradient,
+)
 from gradtx.regularization import (
     AddDecayedWeightsState,
     adaptive_grad_clip,

@@ -223,3 +223,14 @@ def cast_like(value: Any, leaf: jax.Array) -> jax.Array:
         # costs nothing there, where a JAX conversion runs an operation each time.
         return _constant(value, dtype)
     return keep_dtype(jnp.asarray(value), dtype)
+
+
+def abs_sq(x: jax.Array) -> jax.Array:
+    """``|x|^2`` elementwise, real-valued: ``x^2`` for real ``x``, ``Re(x)^2 + Im(x)^2`` for complex ``x``.
+
+    The branch is taken at trace time from the dtype, so a real leaf gets exactly ``jnp.square``.
+    This is the second moment Optax keeps for complex parameters (``conj(g) g``).
+    """
+    if jnp.iscomplexobj(x):
+        return jnp.square(x.real) + jnp.square(x.imag)
+    return jnp.square(x)
