@@ -29,6 +29,8 @@ from gradtx.tree_utils import (
     keep_dtype,
     saturating_increment,
     tree_full_like,
+    tree_real_full_like,
+    tree_real_zeros_like,
     tree_zeros_like,
     zero_step_count,
 )
@@ -112,7 +114,7 @@ def scale_by_belief(
 
     def init_fn(params: Params) -> ScaleByBeliefState:
         check_float_leaves(params, allow_complex=True)
-        return ScaleByBeliefState(zero_step_count(), tree_zeros_like(params), tree_zeros_like(params))
+        return ScaleByBeliefState(zero_step_count(), tree_zeros_like(params), tree_real_zeros_like(params))
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
@@ -169,7 +171,7 @@ def scale_by_radam(
         is taken as 0 rather than NaN.
       nesterov: Nesterov first moment. Default False.
 
-    State: ``RadamState(count, mu, nu)``.
+    State: ``RadamState(count, mu, nu)``; complex leaves use ``|g|^2`` (real ``nu``).
     Matches ``optax.scale_by_radam``. ``torch.optim.RAdam`` adds ``eps`` to ``sqrt(v_t)`` before
     debiasing (an effective ``eps / sqrt(1 - b2^t)``) and switches at ``rho_t > 5``; with a small
     ``eps`` the two agree.
@@ -180,7 +182,7 @@ def scale_by_radam(
 
     def init_fn(params: Params) -> RadamState:
         check_float_leaves(params, allow_complex=True)
-        return RadamState(zero_step_count(), tree_zeros_like(params), tree_zeros_like(params))
+        return RadamState(zero_step_count(), tree_zeros_like(params), tree_real_zeros_like(params))
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
@@ -250,8 +252,8 @@ def scale_by_yogi(
 
     def init_fn(params: Params) -> YogiState:
         check_float_leaves(params, allow_complex=True)
-        start = tree_full_like(params, initial_accumulator_value)
-        return YogiState(zero_step_count(), start, start)
+        start = initial_accumulator_value
+        return YogiState(zero_step_count(), tree_full_like(params, start), tree_real_full_like(params, start))
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
@@ -382,6 +384,7 @@ def scale_by_nadam(
     """
     _check_moments(b1, b2, eps, 0.0)
     check_non_negative(momentum_decay, "momentum_decay")
+    # Real leaves only, as torch.optim.NAdam (which treats a complex tensor as pairs of reals).
 
     def init_fn(params: Params) -> ScaleByNadamState:
         check_float_leaves(params)

@@ -23,6 +23,7 @@ from gradtx.tree_utils import (
     check_float_leaves,
     check_trees_match,
     saturating_increment,
+    tree_real_zeros_like,
     tree_zeros_like,
     zero_step_count,
 )
@@ -66,7 +67,8 @@ def scale_by_adan(
       eps: ``epsilon`` > 0 outside the root. Default 1e-8.
       eps_root: ``epsilon_root`` >= 0 inside the root. Default 0.
 
-    State: ``ScaleByAdanState(m, v, n, g, t)``.
+    State: ``ScaleByAdanState(m, v, n, g, t)``. Complex leaves use ``|g + b2 d|^2`` (real ``n``);
+    Optax's Adan rejects them.
 
     Differs from ``optax.scale_by_adan`` (0.2.8), which weighs ``d_t`` by ``1 - b2`` (0.08)
     instead of ``b2`` (0.92) in ``n_t`` and ``u_t``, unlike the paper's Algorithm 1 and the
@@ -83,7 +85,7 @@ def scale_by_adan(
     def init_fn(params: Params) -> ScaleByAdanState:
         check_float_leaves(params, allow_complex=True)
         zeros = tree_zeros_like(params)
-        return ScaleByAdanState(zeros, zeros, zeros, zeros, zero_step_count())
+        return ScaleByAdanState(zeros, zeros, tree_real_zeros_like(params), zeros, zero_step_count())
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args

@@ -24,6 +24,7 @@ from gradtx.tree_utils import (
     check_float_leaves,
     check_trees_match,
     keep_dtype,
+    real_dtype,
     saturating_increment,
     tree_zeros_like,
     zero_step_count,
@@ -103,7 +104,8 @@ def scale_by_factored_rms(
       decay_rate_fn: ``(step, decay_rate) -> beta``, ``step`` counted from 0. Default
         ``1 - (step + 1)^-decay_rate``.
 
-    State: ``FactoredState(count, v_row, v_col, v)``. Complex leaves use ``|g|^2``.
+    State: ``FactoredState(count, v_row, v_col, v)``. Complex leaves use ``|g|^2`` (statistics in
+    the real dtype, where Optax keeps them complex with a zero imaginary part).
     Matches ``optax.scale_by_factored_rms`` (see ``_decay_rate_pow`` for the float32 schedule).
     Reference: Shazeer & Stern, "Adafactor: adaptive learning rates with sublinear memory cost",
     ICML 2018 (Algorithms 4 and 5).
@@ -132,19 +134,19 @@ def scale_by_factored_rms(
         check_float_leaves(params, allow_complex=True)
 
         def placeholder(p):
-            return jnp.zeros((1,), jnp.result_type(p))
+            return jnp.zeros((1,), real_dtype(jnp.result_type(p)))
 
         def row(p):
             dims = _factored_dims(jnp.shape(p), factored, min_dim_size_to_factor)
-            return placeholder(p) if dims is None else jnp.zeros(_without(p, dims[1]), jnp.result_type(p))
+            return placeholder(p) if dims is None else jnp.zeros(_without(p, dims[1]), real_dtype(jnp.result_type(p)))
 
         def col(p):
             dims = _factored_dims(jnp.shape(p), factored, min_dim_size_to_factor)
-            return placeholder(p) if dims is None else jnp.zeros(_without(p, dims[0]), jnp.result_type(p))
+            return placeholder(p) if dims is None else jnp.zeros(_without(p, dims[0]), real_dtype(jnp.result_type(p)))
 
         def full(p):
             dims = _factored_dims(jnp.shape(p), factored, min_dim_size_to_factor)
-            return jnp.zeros(jnp.shape(p), jnp.result_type(p)) if dims is None else placeholder(p)
+            return jnp.zeros(jnp.shape(p), real_dtype(jnp.result_type(p))) if dims is None else placeholder(p)
 
         return FactoredState(
             zero_step_count(), jax.tree.map(row, params), jax.tree.map(col, params), jax.tree.map(full, params)

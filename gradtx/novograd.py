@@ -12,11 +12,13 @@ from gradtx.base import GradientTransformation, Params, PyTree, ScalarOrSchedule
 from gradtx.combinators import chain
 from gradtx.scaling import scale_by_learning_rate
 from gradtx.tree_utils import (
+    abs_sq,
     cast_eps_like,
     cast_like,
     check_float_leaves,
     check_trees_match,
     keep_dtype,
+    real_dtype,
     saturating_increment,
     tree_cast,
     tree_zeros_like,
@@ -60,7 +62,8 @@ def scale_by_novograd(
       weight_decay: ``lambda`` >= 0, inside the momentum (needs ``params``). Default 0.
       mu_dtype: storage dtype of ``m``. Default the parameters' dtype.
 
-    State: ``ScaleByNovogradState(count, mu, nu)``, ``nu`` one scalar per leaf.
+    State: ``ScaleByNovogradState(count, mu, nu)``, ``nu`` one real scalar per leaf (``||g||^2`` of
+    a complex leaf is the sum of ``|g_i|^2``).
     Matches ``optax.scale_by_novograd``.
     Reference: Ginsburg et al., "Stochastic gradient methods with layer-wise adaptive moments for
     training of deep networks", arXiv:1905.11286, 2019.
@@ -72,8 +75,8 @@ def scale_by_novograd(
     check_non_negative(weight_decay, "weight_decay")
 
     def init_fn(params: Params) -> ScaleByNovogradState:
-        check_float_leaves(params)
-        nu = jax.tree.map(lambda p: jnp.zeros([], jnp.result_type(p)), params)
+        check_float_leaves(params, allow_complex=True)
+        nu = jax.tree.map(lambda p: jnp.zeros([], real_dtype(jnp.result_type(p))), params)
         return ScaleByNovogradState(zero_step_count(), tree_zeros_like(params, mu_dtype), nu)
 
     def update_fn(updates, state, params=None, **extra_args):
@@ -88,7 +91,7 @@ def scale_by_novograd(
         check_trees_match(params, state.mu, name="params", reference_name="novograd state")
         first = state.count == 0
         nu = jax.tree.map(
-            lambda g, v: jnp.where(first, jnp.sum(jnp.square(g)), _ema(jnp.sum(jnp.square(g)), v, b2)).astype(v.dtype),
+            lambda g, v: jnp.where(first, jnp.sum(abs_sq(g)), _ema(jnp.sum(abs_sq(g)), v, b2)).astype(v.dtype),
             updates,
             state.nu,
         )
