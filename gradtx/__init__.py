@@ -28,6 +28,22 @@ from gradtx.adam import (
     scale_by_adamax,
     scale_by_amsgrad,
 )
+from gradtx.adam_variants import (
+    RadamState,
+    ScaleByBeliefState,
+    ScaleByNadamState,
+    YogiState,
+    adabelief,
+    adamaxw,
+    nadamw,
+    radam,
+    scale_by_belief,
+    scale_by_nadam,
+    scale_by_radam,
+    scale_by_yogi,
+    yogi,
+)
+from gradtx.adan import ProximalDecayState, ScaleByAdanState, adan, scale_by_adan
 from gradtx.base import (
     EmptyState,
     GradientTransformation,
@@ -75,6 +91,7 @@ from gradtx.distributed import (
     zero1_spec,
 )
 from gradtx.extra_args import GradientTransformationExtraArgs, with_extra_args_support
+from gradtx.factored import FactoredState, ScaleBySM3State, adafactor, scale_by_factored_rms, scale_by_sm3, sm3
 from gradtx.fused import (
     CPU_CHUNK_SIZE,
     FlatLayout,
@@ -106,6 +123,7 @@ from gradtx.momentum import (
     trace,
 )
 from gradtx.monitoring import MonitorState, SnapshotState, measure_with_ema, monitor, snapshot
+from gradtx.novograd import ScaleByNovogradState, novograd, scale_by_novograd
 from gradtx.numerics import (
     ApplyIfFiniteState,
     ZeroNansState,
@@ -114,6 +132,13 @@ from gradtx.numerics import (
     safe_root_mean_squares,
     tree_all_finite,
     zero_nans,
+)
+from gradtx.optimistic import (
+    ScaleByOptimisticGradientState,
+    optimistic_adam,
+    optimistic_adam_v2,
+    optimistic_gradient_descent,
+    scale_by_optimistic_gradient,
 )
 from gradtx.regularization import (
     AddDecayedWeightsState,
@@ -198,16 +223,7 @@ from gradtx.step_size import (
     scale_by_distance_over_gradients,
     scale_by_polyak,
 )
-from gradtx.stochastic import (
-    AddNoiseState,
-    ScaleByOptimisticGradientState,
-    add_noise,
-    noisy_sgd,
-    optimistic_gradient_descent,
-    scale_by_optimistic_gradient,
-    scale_by_stddev,
-    scale_gradient,
-)
+from gradtx.stochastic import AddNoiseState, add_noise, noisy_sgd, scale_by_stddev, scale_gradient
 from gradtx.sweep import SweepResult, config_grid, config_samples, loss_curve, sweep
 from gradtx.target_updates import incremental_update, periodic_update
 from gradtx.tree_utils import check_trees_match, saturating_increment, tree_global_norm, tree_zeros_like

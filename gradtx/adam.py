@@ -17,6 +17,7 @@ from gradtx.momentum import bias_correction
 from gradtx.regularization import add_decayed_weights
 from gradtx.scaling import scale_by_learning_rate
 from gradtx.tree_utils import (
+    abs_sq,
     cast_eps_like,
     cast_like,
     check_float_leaves,
@@ -25,6 +26,7 @@ from gradtx.tree_utils import (
     keep_dtype,
     saturating_increment,
     tree_cast,
+    tree_real_zeros_like,
     tree_zeros_like,
     zero_step_count,
 )
@@ -47,7 +49,7 @@ def _first_moment(g, m, b1):
 
 
 def _second_moment(g, v, b2):
-    return cast_like(b2, v) * v + cast_like(1 - b2, v) * jnp.square(g)
+    return cast_like(b2, v) * v + cast_like(1 - b2, v) * abs_sq(g)
 
 
 def _check_betas(b1: Any, b2: Any) -> None:
@@ -93,6 +95,8 @@ def scale_by_adam(
     ``m / sqrt(v)`` does not depend on the gradient's scale, so the step is kept. See
     ``tree_utils.clip_for_square``; nothing changes below that bound.
 
+    Complex leaves: ``g_t^2`` is ``|g_t|^2`` and ``v`` is stored in the real dtype, as Optax's numbers.
+
     State: ``AdamState(step_count, mu=m, nu=v)``.
     Matches ``optax.scale_by_adam``; with ``scale_by_learning_rate`` it is ``torch.optim.Adam``.
     """
@@ -101,8 +105,8 @@ def scale_by_adam(
     check_non_negative(eps_root, "eps_root")
 
     def init_fn(params: Params) -> AdamState:
-        check_float_leaves(params)
-        return AdamState(zero_step_count(), tree_zeros_like(params, mu_dtype), tree_zeros_like(params, nu_dtype))
+        check_float_leaves(params, allow_complex=True)
+        return AdamState(zero_step_count(), tree_zeros_like(params, mu_dtype), tree_real_zeros_like(params, nu_dtype))
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
@@ -149,15 +153,15 @@ def scale_by_adamax(
       b1, b2: decays in [0, 1). Defaults 0.9, 0.999.
       eps: ``epsilon`` > 0 added to ``|g|``. Default 1e-8.
 
-    State: ``AdamState(step_count, mu=m, nu=u)``.
+    State: ``AdamState(step_count, mu=m, nu=u)``, ``u`` real for complex leaves.
     Matches ``optax.scale_by_adamax`` and ``torch.optim.Adamax``.
     """
     _check_betas(b1, b2)
     check_positive(eps, "eps")
 
     def init_fn(params: Params) -> AdamState:
-        check_float_leaves(params)
-        return AdamState(zero_step_count(), tree_zeros_like(params), tree_zeros_like(params))
+        check_float_leaves(params, allow_complex=True)
+        return AdamState(zero_step_count(), tree_zeros_like(params), tree_real_zeros_like(params))
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
@@ -209,15 +213,15 @@ def scale_by_amsgrad(
 
     Float range: as in ``scale_by_adam``, ``g`` is clipped to ``+-sqrt(M)/2`` before the moments.
 
-    State: ``AmsgradState(step_count, mu, nu, nu_max)``.
+    State: ``AmsgradState(step_count, mu, nu, nu_max)``; complex leaves use ``|g|^2`` (real ``nu``).
     """
     _check_betas(b1, b2)
     check_positive(eps, "eps")
     check_non_negative(eps_root, "eps_root")
 
     def init_fn(params: Params) -> AmsgradState:
-        check_float_leaves(params)
-        zeros = tree_zeros_like(params)
+        check_float_leaves(params, allow_complex=True)
+        zeros = tree_real_zeros_like(params)
         return AmsgradState(zero_step_count(), tree_zeros_like(params, mu_dtype), zeros, zeros)
 
     def update_fn(updates, state, params=None, **extra_args):

@@ -18,6 +18,7 @@ from gradtx.momentum import trace
 from gradtx.regularization import add_decayed_weights
 from gradtx.scaling import scale_by_learning_rate
 from gradtx.tree_utils import (
+    abs_sq,
     cast_eps_like,
     cast_like,
     check_float_leaves,
@@ -26,7 +27,7 @@ from gradtx.tree_utils import (
     clip_for_square_unmerged,
     saturate,
     saturating_increment,
-    tree_full_like,
+    tree_real_full_like,
     tree_zeros_like,
     zero_step_count,
 )
@@ -60,6 +61,8 @@ def scale_by_adagrad(
       eps: ``epsilon`` > 0. Default 1e-7 (Optax); torch uses 1e-10 outside the root.
       eps_in_sqrt: where ``epsilon`` goes. Default True (Optax); False matches torch.
 
+    Complex leaves: ``g^2`` is ``|g|^2`` and ``s`` is real, with Optax's numbers.
+
     State: ``AdagradState(sum_of_squares=s)``.
     Reference: Duchi, Hazan, Singer, "Adaptive subgradient methods", JMLR 2011.
     """
@@ -67,8 +70,8 @@ def scale_by_adagrad(
     check_positive(eps, "eps")
 
     def init_fn(params: Params) -> AdagradState:
-        check_float_leaves(params)
-        return AdagradState(tree_full_like(params, initial_accumulator_value))
+        check_float_leaves(params, allow_complex=True)
+        return AdagradState(tree_real_full_like(params, initial_accumulator_value))
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
@@ -76,11 +79,12 @@ def scale_by_adagrad(
         # Why: in float32 g^2 is inf for |g| > 1.8e19, and an inf never leaves the running sum; the
         # sum itself grows without bound, so it saturates at the dtype's largest value instead.
         updates = jax.tree.map(clip_for_square, updates, state.sum_of_squares)
-        sum_of_squares = jax.tree.map(lambda g, s: saturate(s + jnp.square(g)), updates, state.sum_of_squares)
+        sum_of_squares = jax.tree.map(lambda g, s: saturate(s + abs_sq(g)), updates, state.sum_of_squares)
 
         def scaled(g, s):
             if eps_in_sqrt:
-                return jnp.where(s > 0, g * jax.lax.rsqrt(s + cast_eps_like(eps, s)), 0).astype(s.dtype)
+                out_dtype = g.dtype if jnp.iscomplexobj(g) else s.dtype
+                return jnp.where(s > 0, g * jax.lax.rsqrt(s + cast_eps_like(eps, s)), 0).astype(out_dtype)
             return g / (jnp.sqrt(s) + cast_eps_like(eps, s))
 
         return jax.tree.map(scaled, updates, sum_of_squares), AdagradState(sum_of_squares)
@@ -130,6 +134,8 @@ def scale_by_rms(
       centered: subtract the squared mean (Graves 2013). Default False.
       bias_correction: debias the averages. Default False.
 
+    Complex leaves: ``g^2`` and ``m^2`` are ``|g|^2`` and ``|m|^2``; ``nu`` is real.
+
     State: ``RmsState(step_count, nu, mu)``, with ``mu=None`` when not centered.
     Matches ``optax.scale_by_rms`` / ``optax.scale_by_stddev``; with ``eps_in_sqrt=False`` the
     denominator of ``torch.optim.RMSprop``. Reference: Tieleman & Hinton, Lecture 6.5, 2012.
@@ -139,9 +145,9 @@ def scale_by_rms(
     check_non_negative(initial_scale, "initial_scale")
 
     def init_fn(params: Params) -> RmsState:
-        check_float_leaves(params)
+        check_float_leaves(params, allow_complex=True)
         mu = tree_zeros_like(params) if centered else None
-        return RmsState(zero_step_count(), tree_full_like(params, initial_scale), mu)
+        return RmsState(zero_step_count(), tree_real_full_like(params, initial_scale), mu)
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
@@ -152,14 +158,14 @@ def scale_by_rms(
         rho = value_at(decay, state.step_count)
         step_count = saturating_increment(state.step_count)
         nu = jax.tree.map(
-            lambda g, n: cast_like(rho, n) * n + cast_like(1 - rho, n) * jnp.square(g), updates, state.nu
+            lambda g, n: cast_like(rho, n) * n + cast_like(1 - rho, n) * abs_sq(g), updates, state.nu
         )
         nu_hat = debias(nu, rho, step_count) if bias_correction else nu
         if centered:
             mu = jax.tree.map(lambda g, m: cast_like(rho, m) * m + cast_like(1 - rho, m) * g, updates, state.mu)
             mu_hat = debias(mu, rho, step_count) if bias_correction else mu
             # nu - m^2 >= 0 in exact arithmetic; rounding can make it slightly negative.
-            denominator_sq = jax.tree.map(lambda n, m: jnp.maximum(n - jnp.square(m), 0), nu_hat, mu_hat)
+            denominator_sq = jax.tree.map(lambda n, m: jnp.maximum(n - abs_sq(m), 0), nu_hat, mu_hat)
         else:
             mu = None
             denominator_sq = nu_hat

@@ -1,5 +1,5 @@
-"""Gradient noise, the gradient's spread and the optimistic correction: noisy SGD, ``scale_by_stddev``,
-optimistic gradient descent, and ``scale_gradient`` for the backward pass.
+"""Gradient noise and the gradient's spread: noisy SGD, ``scale_by_stddev``, and ``scale_gradient`` for the
+backward pass. (Optimistic gradient descent lives in ``gradtx.optimistic``.)
 """
 
 from __future__ import annotations
@@ -17,9 +17,7 @@ from gradtx.scaling import scale_by_learning_rate
 from gradtx.tree_utils import (
     cast_like,
     check_float_leaves,
-    check_trees_match,
     saturating_increment,
-    tree_zeros_like,
     zero_step_count,
 )
 from gradtx.validation import check_non_negative
@@ -152,81 +150,6 @@ def scale_by_stddev(
         centered=True,
         bias_correction=bias_correction,
     )
-
-
-class ScaleByOptimisticGradientState(NamedTuple):
-    """State of ``scale_by_optimistic_gradient``: whether no step was taken yet, and ``g_{t-1}``."""
-
-    is_initial_step: jax.Array
-    previous_gradient: PyTree
-
-
-def _check_coefficient(value: Any, name: str) -> None:
-    if callable(value):
-        raise TypeError(f"{name} must be a number or an array, not a schedule (it has no step count).")
-    check_non_negative(value, name)
-
-
-def scale_by_optimistic_gradient(alpha: float = 1.0, beta: float = 1.0) -> GradientTransformation:
-    """The generalised optimistic gradient: the current gradient plus a correction by the last one.
-
-    .. math::
-        u_t = (\\alpha + \\beta) g_t - \\beta g_{t-1}, \\qquad g_0 := g_1
-
-    so the first step is ``alpha g_1``. With ``alpha = beta = 1`` this is ``2 g_t - g_{t-1}``,
-    optimistic gradient descent (a one-gradient approximation of extra-gradient).
-
-    Args:
-      alpha: ``alpha`` >= 0. Default 1.
-      beta: ``beta`` >= 0, the weight of the negative momentum. Default 1.
-
-    State: ``ScaleByOptimisticGradientState(is_initial_step, previous_gradient)``.
-    Matches ``optax.scale_by_optimistic_gradient``.
-    Reference: Mokhtari, Ozdaglar, Pattathil, "A Unified Analysis of Extra-gradient and
-    Optimistic Gradient Methods for Saddle Point Problems", AISTATS 2020, arXiv:1901.08511.
-    """
-    _check_coefficient(alpha, "alpha")
-    _check_coefficient(beta, "beta")
-
-    def init_fn(params: Params) -> ScaleByOptimisticGradientState:
-        check_float_leaves(params)
-        return ScaleByOptimisticGradientState(jnp.asarray(True), tree_zeros_like(params))
-
-    def update_fn(updates, state, params=None, **extra_args):
-        del params, extra_args
-        check_trees_match(updates, state.previous_gradient, name="updates", reference_name="optimistic state")
-
-        def step(g, previous):
-            previous = jnp.where(state.is_initial_step, g, previous)
-            return cast_like(alpha + beta, g) * g - cast_like(beta, g) * previous
-
-        new_updates = jax.tree.map(step, updates, state.previous_gradient)
-        return new_updates, ScaleByOptimisticGradientState(jnp.asarray(False), updates)
-
-    return GradientTransformation(init_fn, update_fn)
-
-
-def optimistic_gradient_descent(
-    learning_rate: ScalarOrSchedule, alpha: float = 1.0, beta: float = 1.0
-) -> GradientTransformation:
-    """Optimistic gradient descent, for min-max games where plain gradient descent cycles.
-
-    .. math::
-        w_t = w_{t-1} - \\eta_t \\left((\\alpha + \\beta) g_t - \\beta g_{t-1}\\right), \\qquad g_0 := g_1
-
-    Args:
-      learning_rate: ``eta`` >= 0 or a schedule.
-      alpha: ``alpha`` >= 0. Default 1.
-      beta: ``beta`` >= 0. Default 1.
-
-    State: ``(ScaleByOptimisticGradientState, ScaleByScheduleState(step_count))``.
-    Matches ``optax.optimistic_gradient_descent`` (whose ``alpha`` and ``beta`` cannot be
-    schedules either, although typed so).
-    Reference: Mokhtari, Ozdaglar, Pattathil, AISTATS 2020, arXiv:1901.08511; Daskalakis et al.,
-    "Training GANs with Optimism", ICLR 2018.
-    """
-    check_non_negative(learning_rate, "learning_rate")
-    return chain(scale_by_optimistic_gradient(alpha=alpha, beta=beta), scale_by_learning_rate(learning_rate))
 
 
 @jax.custom_vjp

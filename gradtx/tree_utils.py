@@ -49,6 +49,21 @@ def tree_zeros_like(tree: PyTree, dtype: Any = None) -> PyTree:
     return jax.tree.map(lambda x: jnp.zeros(jnp.shape(x), dtype or jnp.result_type(x)), tree)
 
 
+def real_dtype(dtype: Any) -> Any:
+    """The real dtype of a complex dtype (``complex64 -> float32``); other dtypes unchanged."""
+    return jnp.finfo(dtype).dtype if jnp.issubdtype(dtype, jnp.complexfloating) else jnp.dtype(dtype)
+
+
+def tree_real_zeros_like(tree: PyTree, dtype: Any = None) -> PyTree:
+    """Zeros with each leaf's shape and real dtype: storage for ``|g|^2`` statistics of complex leaves."""
+    return jax.tree.map(lambda x: jnp.zeros(jnp.shape(x), dtype or real_dtype(jnp.result_type(x))), tree)
+
+
+def tree_real_full_like(tree: PyTree, value: float, dtype: Any = None) -> PyTree:
+    """``value`` broadcast to each leaf's shape, in the leaf's real dtype unless ``dtype`` is given."""
+    return jax.tree.map(lambda x: jnp.full(jnp.shape(x), value, dtype or real_dtype(jnp.result_type(x))), tree)
+
+
 def tree_full_like(tree: PyTree, fill_value: Any, dtype: Any = None) -> PyTree:
     """``fill_value`` broadcast to each leaf's shape, with its dtype unless ``dtype`` is given.
 
@@ -183,7 +198,11 @@ def clip_for_square(g: jax.Array, accumulator: jax.Array) -> jax.Array:
     Why: in float32 a gradient of 1e30 squares to inf; once a second-moment average holds inf it
     keeps it forever and the method stalls. Adam-type updates ``m / sqrt(v)`` are invariant to the
     scale of ``g``, so clipping before both moments keeps the step's size and direction.
+
+    Complex ``g`` is returned unchanged (decided at trace time from the dtype).
     """
+    if jnp.iscomplexobj(g):
+        return g
     bound = _square_bound(g, accumulator)
     # lax rather than jnp.clip/jnp.where: those trace as nested jit calls, one pair per leaf,
     # which made the Adam step of a 1000-leaf tree slower to compile than Optax's.
@@ -196,8 +215,10 @@ def clip_for_square_unmerged(g: jax.Array, accumulator: jax.Array) -> jax.Array:
     Why: when one clipped gradient feeds both a moving average and the step (RMSProp), XLA:CPU
     writes it to memory as an extra array (12 more bytes per parameter and step: 3x the time of
     ``optax.rmsprop`` on 16M parameters). Clipping a second time with operations XLA cannot
-    merge with the first lets each copy fuse into its own consumer.
+    merge with the first lets each copy fuse into its own consumer. Complex ``g`` passes unchanged.
     """
+    if jnp.iscomplexobj(g):
+        return g
     bound = _square_bound(g, accumulator)
     clipped = jax.lax.select(jnp.isfinite(g), jnp.sign(g) * bound, g)
     return jax.lax.select(jnp.abs(g) <= bound, g, clipped)
