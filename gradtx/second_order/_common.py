@@ -9,6 +9,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from gradtx.tree_utils import tree_global_norm
+
 PyTree = Any
 
 
@@ -75,6 +77,17 @@ def tree_sub(x: PyTree, y: PyTree) -> PyTree:
 def tree_neg(x: PyTree) -> PyTree:
     """``-x`` leaf by leaf."""
     return jax.tree.map(lambda a: -a, x)
+
+
+def normalized_or(vector: PyTree, fallback: PyTree) -> PyTree:
+    """``v / ||v||``, or ``fallback`` where ``||v|| = 0`` (no NaN in either branch).
+
+    A zero product ``A v = 0`` in a power iteration means ``v`` spans an invariant subspace
+    (Golub & Van Loan, section 8.2.1): keeping the current vector, not dividing by zero, is the
+    right answer. Works on any tree, a flat array included.
+    """
+    norm = tree_global_norm(vector)
+    return tree_where(norm > 0, tree_scale(safe_divide(1, norm), vector), fallback)
 
 
 def safe_divide(numerator: jax.Array, denominator: jax.Array) -> jax.Array:
