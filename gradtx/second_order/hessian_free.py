@@ -77,7 +77,11 @@ def hessian_free(
 
     CG stops on the relative residual, on ``max_cg_iterations``, on a non-positive curvature
     direction (possible with ``curvature="hessian"``), or on Martens' relative-progress test with
-    ``eps = progress_tolerance`` (see :func:`conjugate_gradient_solve`). The warm start is used
+    ``eps = progress_tolerance`` (see :func:`conjugate_gradient_solve`). Where the Hessian is
+    indefinite CG may stop before its first step; ``p_t`` is then the steepest-descent step
+    ``-g / lambda_t`` (as N&W's Newton-CG, Algorithm 7.1, falls back to ``-g``; the Steihaug
+    exit), so every non-stationary point makes progress, and the ratio test sets its length
+    through ``lambda``. The warm start is used
     only when its model value is negative (it already improves on ``p = 0``). The reduction
     ratio is taken against the undamped model (``B``, not ``B + lambda I``); it leaves ``lambda``
     unchanged when the model predicts no decrease (``p = 0`` at a stationary point). Without a
@@ -184,7 +188,11 @@ def hessian_free(
             tolerance=cg_tolerance,
             progress_tolerance=progress_tolerance,
         )
-        p = solve.solution
+        # CG stopped by non-positive curvature before its first step (B + lambda I is indefinite
+        # along -g), or a warm start that is not a descent direction: take the steepest-descent
+        # step of the damped model with B left out, -g / lambda (N&W Algorithm 7.1 takes -g).
+        # The ratio test below then adapts lambda, and so the length, as for any other step.
+        p = tree_where(tree_vdot(updates, solve.solution) < 0, solve.solution, tree_scale(-1 / lam, updates))
 
         value = jnp.asarray(value_fn(params), dtype)
         slope = tree_vdot(updates, p).astype(dtype)

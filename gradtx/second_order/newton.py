@@ -44,6 +44,28 @@ class NewtonState(NamedTuple):
     solver_iterations: jax.Array
 
 
+def _modified_newton_solve(hessian: jax.Array, gradient: jax.Array) -> jax.Array:
+    """``B^{-1} g`` with ``B = H`` when ``H`` is positive definite (Cholesky), else
+    ``B = V max(|Lambda|, delta) V^T`` from ``H = V Lambda V^T`` (the eigendecomposition, taken only
+    then), with ``delta = sqrt(eps) max|Lambda|``: a positive-definite matrix with ``H``'s
+    eigenvectors, so ``-B^{-1} g`` is a descent direction that moves away from saddle points
+    along negative curvature (N&W section 3.4; Dauphin et al. 2014)."""
+    cholesky = jnp.linalg.cholesky(hessian)
+    positive_definite = jnp.all(jnp.isfinite(cholesky))
+
+    def by_cholesky():
+        return jax.scipy.linalg.cho_solve((cholesky, True), gradient)
+
+    def by_eigenvalues():
+        eigenvalues, vectors = jnp.linalg.eigh(hessian)
+        magnitude = jnp.abs(eigenvalues)
+        floor = jnp.sqrt(jnp.finfo(hessian.dtype).eps) * jnp.max(magnitude)
+        # An all-zero Hessian leaves floor = 0 and an infinite step: newton then takes -g.
+        return vectors @ ((vectors.T @ gradient) / jnp.maximum(magnitude, floor))
+
+    return jax.lax.cond(positive_definite, by_cholesky, by_eigenvalues)
+
+
 def newton(
     learning_rate: float | jax.Array | Callable[[jax.Array], jax.Array] = 1.0,
     damping: float = 0.0,
@@ -68,13 +90,19 @@ def newton(
     with a Lipschitz Hessian the full step ``s = 1`` is accepted and the error squares every step
     (quadratic convergence). Far from it
     the backtracking "damped phase" guarantees descent (Boyd & Vandenberghe, section 9.5). If
-    ``d`` is not a descent direction (indefinite ``H + lambda I``), the step falls back to ``-g``.
+    ``d`` is still not a descent direction (rounding, or an all-zero Hessian), the step falls
+    back to ``-g``.
 
     ``solver="exact"`` forms the ``n x n`` Hessian of the flattened parameters with
-    ``jax.hessian`` and solves with an LU factorization: for small problems (``n`` up to a few
-    thousand). ``solver="cg"`` solves ``(H + lambda I) d = -g`` matrix-free by linear conjugate
-    gradients with Hessian-vector products (Newton-CG, N&W Algorithm 7.1 without the
-    negative-curvature exit being fatal: the iterate before it is used).
+    ``jax.hessian`` and solves with a Cholesky factorization: for small problems (``n`` up to a
+    few thousand). Where ``H + lambda I`` is not positive definite, its eigenvalues are replaced
+    by their absolute values (floored at ``sqrt(eps)`` times the largest), the modified Newton
+    step of N&W section 3.4 (the "saddle-free" step of Dauphin et al. 2014): a descent direction
+    that is repelled by saddle points instead of attracted to them.
+
+    ``solver="cg"`` solves ``(H + lambda I) d = -g`` matrix-free by linear conjugate gradients
+    with Hessian-vector products (Newton-CG, N&W Algorithm 7.1: at a direction of non-positive
+    curvature the iterate before it is used, and ``-g`` if that is the first).
 
     The objective is given to ``update`` as ``value_fn`` (``params -> scalar loss``), which must be
     the function whose gradient arrives as ``updates``::
@@ -101,6 +129,8 @@ def newton(
     References:
       Nocedal & Wright, "Numerical Optimization", 2nd ed., chapters 3.3 and 7.1.
       Boyd & Vandenberghe, "Convex Optimization", 2004, section 9.5.
+      Dauphin et al., "Identifying and attacking the saddle point problem in high-dimensional
+      non-convex optimization", NeurIPS 2014.
     """
     validation.check_non_negative(damping, "damping")
     check_choice(solver, ("exact", "cg"), "solver")
@@ -130,7 +160,7 @@ def newton(
             flat_grads, _ = ravel_pytree(grads)
             hessian = jax.hessian(lambda x: value_fn(unravel(x)))(flat_params)
             hessian = hessian + damping * jnp.eye(flat_params.size, dtype=hessian.dtype)
-            flat_step = jnp.linalg.solve(hessian, flat_grads.astype(hessian.dtype))
+            flat_step = _modified_newton_solve(hessian, flat_grads.astype(hessian.dtype))
             return unravel(flat_step.astype(flat_params.dtype)), jnp.zeros([], jnp.int32)
         hvp = hessian_operator(value_fn, params)
         matvec = hvp if damping == 0 else (lambda v: jax.tree.map(lambda a, b: a + damping * b, hvp(v), v))
