@@ -56,6 +56,7 @@ from gradtx.second_order.lbfgs import LbfgsState, lbfgs, lbfgs_direction
 from gradtx.second_order.line_search import LineSearchResult, backtracking_line_search, wolfe_line_search
 from gradtx.second_order.momentum_tuning import MomentumAutotunerState, momentum_autotuner, optimal_momentum
 from gradtx.second_order.newton import NewtonState, newton
+from gradtx.second_order.status import SolverStatus
 
 __all__ = [
     "ConjugateGradientResult",
@@ -67,6 +68,7 @@ __all__ = [
     "MomentumAutotunerState",
     "NewtonState",
     "ScaledConjugateGradientState",
+    "SolverStatus",
     "backtracking_line_search",
     "conjugate_gradient",
     "conjugate_gradient_solve",

@@ -36,6 +36,18 @@ def require_params(params: PyTree | None, method: str) -> PyTree:
     return params
 
 
+def refuse_schedules(method: str, **hyperparameters: Any) -> None:
+    """``TypeError`` naming the argument if a schedule (any callable) is passed where ``method``
+    needs a number: these arguments shape the algorithm (line-search constants, iteration caps,
+    adaptive initial values), so a schedule would only fail later, inside ``update``."""
+    for name, value in hyperparameters.items():
+        if callable(value):
+            raise TypeError(
+                f"{method}: {name} must be a number, got the schedule or function {value!r}; it is "
+                "fixed when the optimizer is built (see the docstring for which arguments take schedules)."
+            )
+
+
 def check_positive_int(value: Any, name: str) -> None:
     """``value`` is a Python integer >= 1 (iteration counts, memory sizes)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:

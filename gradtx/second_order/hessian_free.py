@@ -12,6 +12,7 @@ from gradtx.base import GradientTransformation
 from gradtx.second_order._common import (
     check_choice,
     check_positive_int,
+    refuse_schedules,
     require_params,
     require_value_fn,
     safe_divide,
@@ -125,6 +126,19 @@ def hessian_free(
       optimization", in Neural Networks: Tricks of the Trade, 2012.
       Nocedal & Wright, "Numerical Optimization", 2nd ed., section 7.1 (Newton-CG).
     """
+    refuse_schedules(
+        "hessian_free",
+        initial_damping=initial_damping,
+        damping_increase=damping_increase,
+        damping_decrease=damping_decrease,
+        max_cg_iterations=max_cg_iterations,
+        cg_tolerance=cg_tolerance,
+        progress_tolerance=progress_tolerance,
+        warm_start_decay=warm_start_decay,
+        c1=c1,
+        shrink_factor=shrink_factor,
+        max_line_search_steps=max_line_search_steps,
+    )
     check_choice(curvature, ("gauss_newton", "hessian"), "curvature")
     validation.check_positive(initial_damping, "initial_damping")
     validation.check_greater_than(damping_increase, 1.0, "damping_increase")

@@ -13,6 +13,7 @@ from gradtx.second_order._common import (
     check_choice,
     check_positive_int,
     normalized_or,
+    refuse_schedules,
     require_params,
     require_value_fn,
     safe_divide,
@@ -204,6 +205,16 @@ def momentum_autotuner(
       Zhang & Mitliagkas, "YellowFin and the art of momentum tuning", SysML 2019
       (arXiv:1706.03471, 2017). Goh, "Why momentum really works", Distill 2017.
     """
+    refuse_schedules(
+        "momentum_autotuner",
+        initial_learning_rate=initial_learning_rate,
+        initial_momentum=initial_momentum,
+        beta=beta,
+        curvature_window=curvature_window,
+        max_condition_number=max_condition_number,
+        warmup_iterations=warmup_iterations,
+        seed=seed,
+    )
     validation.check_positive(initial_learning_rate, "initial_learning_rate")
     validation.check_decay(initial_momentum, "initial_momentum")
     validation.check_decay(beta, "beta")
