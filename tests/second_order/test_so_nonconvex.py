@@ -94,7 +94,8 @@ def test_every_method_makes_progress_on_non_convex_functions(trajectories, probl
     if method == "esgd":
         assert values[-1] < initial - 0.5 * abs(initial), values[-1]
         return
-    assert np.all(np.diff(np.concatenate([[initial], values])) <= 1e-15), values[:10]
+    # Non-increasing up to rounding (the line searches accept f(a) <= f(0) + 100 eps |f(0)|).
+    assert np.all(np.diff(np.concatenate([[initial], values])) <= 1e-13 * max(1.0, abs(initial))), values[:10]
     expected = {"double_well": -0.75, "rosenbrock": 0.0, "saddle": -0.25}
     if problem in expected:
         assert abs(values[-1] - expected[problem]) < 1e-9, values[-1]
