@@ -54,8 +54,10 @@ from gradtx.second_order.esgd import ESGDState, esgd, scale_by_esgd
 from gradtx.second_order.hessian_free import HessianFreeState, hessian_free
 from gradtx.second_order.lbfgs import LbfgsState, lbfgs, lbfgs_direction
 from gradtx.second_order.line_search import LineSearchResult, backtracking_line_search, wolfe_line_search
+from gradtx.second_order.minimize import MinimizeResult, minimize
 from gradtx.second_order.momentum_tuning import MomentumAutotunerState, momentum_autotuner, optimal_momentum
 from gradtx.second_order.newton import NewtonState, newton
+from gradtx.second_order.status import SolverStatus
 
 __all__ = [
     "ConjugateGradientResult",
@@ -64,9 +66,11 @@ __all__ = [
     "HessianFreeState",
     "LbfgsState",
     "LineSearchResult",
+    "MinimizeResult",
     "MomentumAutotunerState",
     "NewtonState",
     "ScaledConjugateGradientState",
+    "SolverStatus",
     "backtracking_line_search",
     "conjugate_gradient",
     "conjugate_gradient_solve",
@@ -81,6 +85,7 @@ __all__ = [
     "lanczos_eigenvalues",
     "lbfgs",
     "lbfgs_direction",
+    "minimize",
     "momentum_autotuner",
     "newton",
     "optimal_momentum",

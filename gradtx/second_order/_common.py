@@ -9,6 +9,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from gradtx.tree_utils import tree_global_norm
+
 PyTree = Any
 
 
@@ -32,6 +34,18 @@ def require_params(params: PyTree | None, method: str) -> PyTree:
             "its curvature: call update(grads, state, params, value_fn=f)."
         )
     return params
+
+
+def refuse_schedules(method: str, **hyperparameters: Any) -> None:
+    """``TypeError`` naming the argument if a schedule (any callable) is passed where ``method``
+    needs a number: these arguments shape the algorithm (line-search constants, iteration caps,
+    adaptive initial values), so a schedule would only fail later, inside ``update``."""
+    for name, value in hyperparameters.items():
+        if callable(value):
+            raise TypeError(
+                f"{method}: {name} must be a number, got the schedule or function {value!r}; it is "
+                "fixed when the optimizer is built (see the docstring for which arguments take schedules)."
+            )
 
 
 def check_positive_int(value: Any, name: str) -> None:
@@ -75,6 +89,17 @@ def tree_sub(x: PyTree, y: PyTree) -> PyTree:
 def tree_neg(x: PyTree) -> PyTree:
     """``-x`` leaf by leaf."""
     return jax.tree.map(lambda a: -a, x)
+
+
+def normalized_or(vector: PyTree, fallback: PyTree) -> PyTree:
+    """``v / ||v||``, or ``fallback`` where ``||v|| = 0`` (no NaN in either branch).
+
+    A zero product ``A v = 0`` in a power iteration means ``v`` spans an invariant subspace
+    (Golub & Van Loan, section 8.2.1): keeping the current vector, not dividing by zero, is the
+    right answer. Works on any tree, a flat array included.
+    """
+    norm = tree_global_norm(vector)
+    return tree_where(norm > 0, tree_scale(safe_divide(1, norm), vector), fallback)
 
 
 def safe_divide(numerator: jax.Array, denominator: jax.Array) -> jax.Array:

@@ -13,6 +13,7 @@ from gradtx.base import GradientTransformation
 from gradtx.second_order._common import (
     check_choice,
     check_positive_int,
+    refuse_schedules,
     require_params,
     require_value_fn,
     safe_divide,
@@ -25,6 +26,14 @@ from gradtx.second_order._common import (
 )
 from gradtx.second_order.curvature import hessian_vector_product
 from gradtx.second_order.line_search import wolfe_line_search
+from gradtx.second_order.status import (
+    SolverStatus,
+    all_finite,
+    check_tolerances,
+    gradient_converged,
+    unless_stopped,
+    value_converged,
+)
 from gradtx.tree_utils import (
     check_trees_match,
     saturating_increment,
@@ -48,6 +57,11 @@ class ConjugateGradientState(NamedTuple):
       step_size: the previous accepted step ``a_{t-1}``.
       slope: the previous ``g_{t-1} . d_{t-1}``.
       since_restart: updates since the direction was last reset to ``-g``.
+      value: ``f`` at the point the last update moved to (``inf`` before the first).
+      grad: the gradient there, from the line search (Optax's field names, as in
+        :class:`LbfgsState`).
+      status: a :class:`SolverStatus` code; once it is not ``RUNNING`` updates are zero and free.
+      num_evaluations: evaluations of the objective so far.
     """
 
     step_count: jax.Array
@@ -56,6 +70,10 @@ class ConjugateGradientState(NamedTuple):
     step_size: jax.Array
     slope: jax.Array
     since_restart: jax.Array
+    value: jax.Array
+    grad: PyTree
+    status: jax.Array
+    num_evaluations: jax.Array
 
 
 def conjugate_gradient(
@@ -64,6 +82,9 @@ def conjugate_gradient(
     c2: float = 0.1,
     max_line_search_steps: int = 30,
     restart_period: int | None = None,
+    *,
+    gtol: float = 0.0,
+    ftol: float = 0.0,
 ) -> GradientTransformation:
     """Nonlinear conjugate gradients with a strong Wolfe line search.
 
@@ -84,8 +105,13 @@ def conjugate_gradient(
     every Fletcher-Reeves direction a descent direction (N&W Lemma 5.6); the default ``c2 = 0.1``
     is N&W's recommendation for CG.
 
+    Termination as :func:`lbfgs` (``gtol``, ``ftol``, the ``status`` field, free updates once
+    stopped); a failed search along a conjugate direction is retried from ``-g`` on the next
+    update, and one along ``-g`` stops with ``LINE_SEARCH_FAILED``.
+
     The objective is given to ``update`` as ``value_fn`` (``params -> scalar loss``); ``updates``
-    must be its gradient at ``params``::
+    must be its gradient at ``params`` (or pass ``grad=``, and ``value=`` to save an evaluation,
+    as for :func:`lbfgs`)::
 
         updates, state = tx.update(grads, state, params, value_fn=loss)
 
@@ -97,6 +123,8 @@ def conjugate_gradient(
       max_line_search_steps: cap on evaluations per line search (default 30).
       restart_period: reset to steepest descent every this many updates (default None: only
         when the direction is not a descent direction).
+      gtol: gradient tolerance, infinity norm (default 0: only a zero gradient stops).
+      ftol: relative-reduction tolerance (default 0: only a step without decrease stops).
 
     State:
       :class:`ConjugateGradientState`.
@@ -108,6 +136,9 @@ def conjugate_gradient(
       Nocedal & Wright, "Numerical Optimization", 2nd ed., section 5.2. Fletcher & Reeves 1964;
       Polak & Ribiere 1969; Hestenes & Stiefel 1952; Gilbert & Nocedal 1992 (PR+).
     """
+    refuse_schedules(
+        "conjugate_gradient", c1=c1, c2=c2, max_line_search_steps=max_line_search_steps, restart_period=restart_period
+    )
     check_choice(beta_rule, _BETA_RULES, "beta_rule")
     validation.check_positive(c1, "c1")
     validation.check_greater_than(c2, c1, "c2")
@@ -115,6 +146,7 @@ def conjugate_gradient(
     check_positive_int(max_line_search_steps, "max_line_search_steps")
     if restart_period is not None:
         check_positive_int(restart_period, "restart_period")
+    check_tolerances(gtol, ftol)
 
     def init_fn(params):
         dtype = scalar_dtype(params)
@@ -125,6 +157,10 @@ def conjugate_gradient(
             step_size=jnp.zeros([], dtype),
             slope=jnp.zeros([], dtype),
             since_restart=zero_step_count(),
+            value=jnp.asarray(jnp.inf, dtype),
+            grad=tree_zeros_like(params),
+            status=jnp.asarray(SolverStatus.RUNNING, jnp.int32),
+            num_evaluations=jnp.zeros([], jnp.int32),
         )
 
     def beta(grads, state):
@@ -136,47 +172,78 @@ def conjugate_gradient(
             return jnp.maximum(safe_divide(tree_vdot(grads, change), previous_norm), 0)
         return safe_divide(tree_vdot(grads, change), tree_vdot(state.direction, change))
 
-    def update_fn(updates, state, params=None, *, value_fn=None, **extra_args):
+    def update_fn(updates, state, params=None, *, value_fn=None, value=None, grad=None, **extra_args):
         del extra_args
         value_fn = require_value_fn(value_fn, "conjugate_gradient")
         params = require_params(params, "conjugate_gradient")
-        check_trees_match(updates, params, name="updates", reference_name="params")
-        first = state.step_count == 0
-        direction = tree_add_scaled(tree_neg(updates), beta(updates, state), state.direction)
-        slope = tree_vdot(updates, direction)
-        restart = first | ~(slope < 0)
-        if restart_period is not None:
-            restart = restart | (state.since_restart + 1 >= restart_period)
-        direction = tree_where(restart, tree_neg(updates), direction)
-        slope = jnp.where(restart, -tree_vdot(updates, updates), slope)
-        initial_step = jnp.where(
-            first,
-            safe_divide(1.0, jnp.sqrt(-slope)),
-            safe_divide(state.step_size * state.slope, slope),
-        )
-        # A previous step of 0 (failed search) must not pin every later trial at 0.
-        initial_step = jnp.where(initial_step > 0, initial_step, safe_divide(1.0, jnp.sqrt(-slope)))
-        result = wolfe_line_search(
-            value_fn,
-            params,
-            direction,
-            value_fn(params),
-            updates,
-            initial_step=initial_step,
-            c1=c1,
-            c2=c2,
-            max_iterations=max_line_search_steps,
-        )
+        gradient = updates if grad is None else grad
+        check_trees_match(gradient, params, name="grad" if grad is not None else "updates", reference_name="params")
         dtype = state.step_size.dtype
-        new_state = ConjugateGradientState(
-            step_count=saturating_increment(state.step_count),
-            direction=direction,
-            gradient=updates,
-            step_size=result.step_size.astype(dtype),
-            slope=slope.astype(dtype),
-            since_restart=jnp.where(restart, 0, saturating_increment(state.since_restart)),
-        )
-        return tree_scale(result.step_size, direction), new_state
+
+        def run():
+            f0 = jnp.asarray(value_fn(params) if value is None else value, dtype)
+            # A failed search (step 0) restarts from -g, as does the first update.
+            first = (state.step_count == 0) | (state.step_size == 0)
+            direction = tree_add_scaled(tree_neg(gradient), beta(gradient, state), state.direction)
+            slope = tree_vdot(gradient, direction)
+            restart = first | ~(slope < 0)
+            if restart_period is not None:
+                restart = restart | (state.since_restart + 1 >= restart_period)
+            direction = tree_where(restart, tree_neg(gradient), direction)
+            slope = jnp.where(restart, -tree_vdot(gradient, gradient), slope)
+            initial_step = jnp.where(
+                first,
+                safe_divide(1.0, jnp.sqrt(-slope)),
+                safe_divide(state.step_size * state.slope, slope),
+            )
+            initial_step = jnp.where(initial_step > 0, initial_step, safe_divide(1.0, jnp.sqrt(-slope)))
+            result = wolfe_line_search(
+                value_fn,
+                params,
+                direction,
+                f0,
+                gradient,
+                initial_step=initial_step,
+                c1=c1,
+                c2=c2,
+                max_iterations=max_line_search_steps,
+            )
+            moved = result.step_size > 0
+            status = jnp.select(
+                [
+                    ~all_finite(f0, gradient),
+                    ~moved & restart,
+                    moved & gradient_converged(result.gradient, gtol),
+                    moved & value_converged(f0, result.value, ftol),
+                ],
+                [
+                    SolverStatus.NOT_FINITE,
+                    SolverStatus.LINE_SEARCH_FAILED,
+                    SolverStatus.GRADIENT_TOLERANCE,
+                    SolverStatus.VALUE_TOLERANCE,
+                ],
+                SolverStatus.RUNNING,
+            ).astype(jnp.int32)
+            new_state = ConjugateGradientState(
+                step_count=saturating_increment(state.step_count),
+                direction=direction,
+                gradient=gradient,
+                step_size=result.step_size.astype(dtype),
+                slope=slope.astype(dtype),
+                since_restart=jnp.where(restart, 0, saturating_increment(state.since_restart)),
+                value=jnp.asarray(result.value, dtype),
+                grad=result.gradient,
+                status=status,
+                num_evaluations=state.num_evaluations + result.num_evaluations + (1 if value is None else 0),
+            )
+            return tree_scale(result.step_size, direction), new_state
+
+        def stop():
+            status = jnp.where(state.status == SolverStatus.RUNNING, SolverStatus.GRADIENT_TOLERANCE, state.status)
+            return state._replace(status=status.astype(jnp.int32))
+
+        stopped = (state.status != SolverStatus.RUNNING) | gradient_converged(gradient, gtol)
+        return unless_stopped(stopped, params, run, stop)
 
     return GradientTransformation(init_fn, update_fn)
 
@@ -254,6 +321,9 @@ def scaled_conjugate_gradient(
       Moller, "A scaled conjugate gradient algorithm for fast supervised learning", Neural
       Networks 6, 525-533, 1993.
     """
+    refuse_schedules(
+        "scaled_conjugate_gradient", initial_lambda=initial_lambda, sigma=sigma, restart_period=restart_period
+    )
     validation.check_positive(initial_lambda, "initial_lambda")
     if sigma is not None:
         validation.check_positive(sigma, "sigma")

@@ -18,6 +18,7 @@ from jax.flatten_util import ravel_pytree
 from gradtx.second_order._common import (
     check_choice,
     check_positive_int,
+    normalized_or,
     safe_divide,
     tree_add_scaled,
     tree_scale,
@@ -286,7 +287,9 @@ def power_iteration(
     With ``shift = 0`` this finds the eigenvalue of largest magnitude; with ``shift = lambda_max``
     (all of ``A - shift I`` non-positive) it finds ``lambda_min``. The eigenvector error shrinks
     like ``|lambda_2 - shift| / |lambda_1 - shift|`` per step, the Rayleigh quotient error like
-    its square.
+    its square. A zero product ``(A - shift I) v = 0`` means ``v`` spans an invariant subspace
+    (an eigenvector for ``shift``, or ``A = 0``): the iteration then keeps ``v`` and returns its
+    Rayleigh quotient, which is exact, rather than dividing by zero.
 
     Args:
       matvec: ``v -> A v`` for a symmetric ``A``.
@@ -307,8 +310,8 @@ def power_iteration(
     shift = jnp.asarray(shift, flat.dtype)
 
     def body(_, v):
-        w = flat_matvec(v) - shift * v
-        return w / jnp.linalg.norm(w)
+        # (A - shift I) v = 0: v spans an invariant subspace, its Rayleigh quotient is exact.
+        return normalized_or(flat_matvec(v) - shift * v, v)
 
     v = jax.lax.fori_loop(0, num_iterations, body, flat / jnp.linalg.norm(flat))
     eigenvalue = jnp.vdot(v, flat_matvec(v))
@@ -324,6 +327,9 @@ def extreme_eigenvalues(
     :func:`lanczos_eigenvalues` with ``num_iterations`` steps. ``method="power"``: a power
     iteration finds the eigenvalue of largest magnitude ``lambda_1``, then a second one shifted by
     ``lambda_1`` finds the opposite end of the spectrum; each uses ``num_iterations`` products.
+    Both see only the Krylov space of ``initial_vector``: a start that is an exact eigenvector
+    (or lies in any invariant subspace) gives the extremes of that subspace's spectrum, e.g.
+    ``(3, 3)`` for ``diag(3, 1, 1, 1)`` from ``e_1``, finite either way.
 
     Args:
       matvec: ``v -> A v`` (e.g. ``hessian_operator(f, w)`` for the Hessian's extremes).

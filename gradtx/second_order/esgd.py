@@ -9,9 +9,9 @@ import jax
 import jax.numpy as jnp
 
 from gradtx import validation
-from gradtx.base import GradientTransformation
+from gradtx.base import GradientTransformation, value_at
 from gradtx.schedules import as_schedule
-from gradtx.second_order._common import check_positive_int, require_params, require_value_fn
+from gradtx.second_order._common import check_positive_int, refuse_schedules, require_params, require_value_fn
 from gradtx.second_order.curvature import hessian_vector_product, random_like
 from gradtx.tree_utils import check_trees_match, saturating_increment, tree_zeros_like, zero_step_count
 
@@ -35,7 +35,7 @@ class ESGDState(NamedTuple):
 
 
 def scale_by_esgd(
-    damping: float = 1e-4,
+    damping: float | jax.Array | Callable[[jax.Array], jax.Array] = 1e-4,
     update_interval: int = 20,
     seed: int = 0,
 ) -> GradientTransformation:
@@ -56,8 +56,8 @@ def scale_by_esgd(
     current minibatch loss); the Hessian-vector products are taken at ``params``.
 
     Args:
-      damping: ``lambda > 0`` added to the RMS (default 1e-4, our choice; it bounds the step on
-        flat coordinates and is tuned together with the learning rate).
+      damping: ``lambda > 0`` added to the RMS, a float or a schedule (default 1e-4, our choice;
+        it bounds the step on flat coordinates and is tuned together with the learning rate).
       update_interval: steps between probes (default 20; 1 is the paper's Algorithm 1).
       seed: seed of the probe PRNG key (default 0).
 
@@ -68,6 +68,7 @@ def scale_by_esgd(
       Dauphin, de Vries & Bengio, "Equilibrated adaptive learning rates for non-convex
       optimization", NeurIPS 2015, Algorithm 1.
     """
+    refuse_schedules("scale_by_esgd", update_interval=update_interval, seed=seed)
     validation.check_positive(damping, "damping")
     check_positive_int(update_interval, "update_interval")
 
@@ -94,8 +95,9 @@ def scale_by_esgd(
         sample = state.step_count % update_interval == 0
         curvature_sum, num_samples = jax.lax.cond(sample, probe, lambda: (state.curvature_sum, state.num_samples))
         count = jnp.maximum(num_samples, 1)
+        damping_t = value_at(damping, state.step_count)
         new_updates = jax.tree.map(
-            lambda g, d: (g / (jnp.sqrt(d / count) + damping)).astype(jnp.result_type(g)),
+            lambda g, d: (g / (jnp.sqrt(d / count) + damping_t)).astype(jnp.result_type(g)),
             updates,
             curvature_sum,
         )
@@ -112,7 +114,7 @@ def scale_by_esgd(
 
 def esgd(
     learning_rate: float | jax.Array | Callable[[jax.Array], jax.Array],
-    damping: float = 1e-4,
+    damping: float | jax.Array | Callable[[jax.Array], jax.Array] = 1e-4,
     update_interval: int = 20,
     seed: int = 0,
 ) -> GradientTransformation:
@@ -132,7 +134,7 @@ def esgd(
 
     Args:
       learning_rate: ``eta``, a float or a schedule.
-      damping: ``lambda`` (default 1e-4, see :func:`scale_by_esgd`).
+      damping: ``lambda``, a float or a schedule (default 1e-4, see :func:`scale_by_esgd`).
       update_interval: steps between Hessian-vector products (default 20).
       seed: probe PRNG seed (default 0).
 

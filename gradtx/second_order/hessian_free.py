@@ -12,6 +12,7 @@ from gradtx.base import GradientTransformation
 from gradtx.second_order._common import (
     check_choice,
     check_positive_int,
+    refuse_schedules,
     require_params,
     require_value_fn,
     safe_divide,
@@ -77,7 +78,11 @@ def hessian_free(
 
     CG stops on the relative residual, on ``max_cg_iterations``, on a non-positive curvature
     direction (possible with ``curvature="hessian"``), or on Martens' relative-progress test with
-    ``eps = progress_tolerance`` (see :func:`conjugate_gradient_solve`). The warm start is used
+    ``eps = progress_tolerance`` (see :func:`conjugate_gradient_solve`). Where the Hessian is
+    indefinite CG may stop before its first step; ``p_t`` is then the steepest-descent step
+    ``-g / lambda_t`` (as N&W's Newton-CG, Algorithm 7.1, falls back to ``-g``; the Steihaug
+    exit), so every non-stationary point makes progress, and the ratio test sets its length
+    through ``lambda``. The warm start is used
     only when its model value is negative (it already improves on ``p = 0``). The reduction
     ratio is taken against the undamped model (``B``, not ``B + lambda I``); it leaves ``lambda``
     unchanged when the model predicts no decrease (``p = 0`` at a stationary point). Without a
@@ -121,6 +126,19 @@ def hessian_free(
       optimization", in Neural Networks: Tricks of the Trade, 2012.
       Nocedal & Wright, "Numerical Optimization", 2nd ed., section 7.1 (Newton-CG).
     """
+    refuse_schedules(
+        "hessian_free",
+        initial_damping=initial_damping,
+        damping_increase=damping_increase,
+        damping_decrease=damping_decrease,
+        max_cg_iterations=max_cg_iterations,
+        cg_tolerance=cg_tolerance,
+        progress_tolerance=progress_tolerance,
+        warm_start_decay=warm_start_decay,
+        c1=c1,
+        shrink_factor=shrink_factor,
+        max_line_search_steps=max_line_search_steps,
+    )
     check_choice(curvature, ("gauss_newton", "hessian"), "curvature")
     validation.check_positive(initial_damping, "initial_damping")
     validation.check_greater_than(damping_increase, 1.0, "damping_increase")
@@ -184,7 +202,11 @@ def hessian_free(
             tolerance=cg_tolerance,
             progress_tolerance=progress_tolerance,
         )
-        p = solve.solution
+        # CG stopped by non-positive curvature before its first step (B + lambda I is indefinite
+        # along -g), or a warm start that is not a descent direction: take the steepest-descent
+        # step of the damped model with B left out, -g / lambda (N&W Algorithm 7.1 takes -g).
+        # The ratio test below then adapts lambda, and so the length, as for any other step.
+        p = tree_where(tree_vdot(updates, solve.solution) < 0, solve.solution, tree_scale(-1 / lam, updates))
 
         value = jnp.asarray(value_fn(params), dtype)
         slope = tree_vdot(updates, p).astype(dtype)

@@ -11,6 +11,7 @@ from gradtx import validation
 from gradtx.base import GradientTransformation
 from gradtx.second_order._common import (
     check_positive_int,
+    refuse_schedules,
     require_params,
     require_value_fn,
     safe_divide,
@@ -22,7 +23,15 @@ from gradtx.second_order._common import (
     tree_where,
 )
 from gradtx.second_order.line_search import wolfe_line_search
-from gradtx.tree_utils import check_trees_match, saturating_increment, tree_vdot, zero_step_count
+from gradtx.second_order.status import (
+    SolverStatus,
+    all_finite,
+    check_tolerances,
+    gradient_converged,
+    unless_stopped,
+    value_converged,
+)
+from gradtx.tree_utils import check_trees_match, saturating_increment, tree_vdot, tree_zeros_like, zero_step_count
 
 PyTree = Any
 
@@ -31,13 +40,20 @@ class LbfgsState(NamedTuple):
     """State of :func:`lbfgs`.
 
     Attributes:
-      step_count: number of updates so far (int32, saturating).
+      step_count: number of updates that did work so far (int32, saturating): the iteration
+        count; a stopped update leaves it unchanged.
       position_changes: ``s_i = w_{i+1} - w_i`` for the last ``m`` accepted pairs, each leaf stacked
         along a leading axis of size ``m`` (a circular buffer).
       gradient_changes: ``y_i = g_{i+1} - g_i``, stored the same way.
       inverse_curvatures: ``rho_i = 1 / y_i.s_i`` (0 marks an empty slot).
       next_slot: where the next pair is written.
       num_pairs: how many slots hold a pair (at most ``m``).
+      value: ``f`` at the point the last update moved to (``inf`` before the first), from the
+        line search; pass it back as ``update(..., value=state.value)`` to save an evaluation
+        (Optax's field name: ``optax.value_and_grad_from_state`` reads it).
+      grad: the gradient there (zeros before the first update), Optax's field name likewise.
+      status: a :class:`SolverStatus` code; once it is not ``RUNNING`` updates are zero and free.
+      num_evaluations: evaluations of the objective so far (with its gradient in line searches).
     """
 
     step_count: jax.Array
@@ -46,6 +62,10 @@ class LbfgsState(NamedTuple):
     inverse_curvatures: jax.Array
     next_slot: jax.Array
     num_pairs: jax.Array
+    value: jax.Array
+    grad: PyTree
+    status: jax.Array
+    num_evaluations: jax.Array
 
 
 def _slot(tree: PyTree, index: jax.Array) -> PyTree:
@@ -97,6 +117,9 @@ def lbfgs(
     c1: float = 1e-4,
     c2: float = 0.9,
     max_line_search_steps: int = 30,
+    *,
+    gtol: float = 0.0,
+    ftol: float = 0.0,
 ) -> GradientTransformation:
     """L-BFGS: a quasi-Newton direction from the last ``m`` steps, with a strong Wolfe line search.
 
@@ -110,19 +133,35 @@ def lbfgs(
     N&W eq. 7.20) by the stored pairs, so it is positive definite and ``d_t`` is a descent
     direction; the Wolfe curvature condition guarantees ``s.y > 0`` whenever the search
     succeeds. The gradient at the accepted point comes from the line search, so the new pair is
-    stored in the same update. If the search finds no acceptable step, the update is zero and
-    the memory is kept.
+    stored in the same update.
+
+    Termination, as scipy's L-BFGS-B: the state's ``status`` (a :class:`SolverStatus`) becomes
+    ``GRADIENT_TOLERANCE`` when ``max_i |g_i| <= gtol`` (tested on the gradient given to
+    ``update`` and on the one the line search returns), ``VALUE_TOLERANCE`` when a step reduces
+    ``f`` by at most ``ftol max(|f_t|, |f_{t+1}|, 1)``, ``LINE_SEARCH_FAILED`` when a search along
+    ``-g`` (empty memory) finds no acceptable step (a failed search with pairs in memory first
+    clears the memory and retries from ``-g`` on the next update, as L-BFGS-B does), and
+    ``NOT_FINITE`` when ``f`` or ``g`` is NaN or infinite. Once stopped, every update returns zeros
+    from a ``lax.cond`` branch that evaluates nothing; build a fresh state (``tx.init``) to start
+    again, e.g. on a new objective. The defaults ``gtol = ftol = 0`` stop only where no progress
+    is possible (a zero gradient, a step that leaves ``f`` unchanged); :func:`gradtx.minimize`
+    uses scipy's ``gtol=1e-5``, ``ftol=2.2e-9``.
 
     The objective is given to ``update`` as ``value_fn`` (``params -> scalar loss``); ``updates``
-    must be its gradient at ``params``::
+    must be its gradient at ``params``. ``value=`` (``f(params)``) and ``grad=`` (its gradient,
+    then used instead of ``updates``) may be passed as in Optax; ``state.value`` and
+    ``state.grad`` hold both for the point the last update moved to::
 
         updates, state = tx.update(grads, state, params, value_fn=loss)
+        updates, state = tx.update(state.grad, state, params, value=state.value, value_fn=loss)
 
     Args:
       memory_size: ``m``, the number of stored pairs (default 10).
       c1: sufficient-decrease constant (default 1e-4).
       c2: curvature constant (default 0.9, the quasi-Newton choice).
       max_line_search_steps: cap on evaluations per line search (default 30).
+      gtol: gradient tolerance, infinity norm (default 0: only a zero gradient stops).
+      ftol: relative-reduction tolerance (default 0: only a step without decrease stops).
 
     State:
       :class:`LbfgsState`.
@@ -136,12 +175,16 @@ def lbfgs(
       Nocedal, "Updating quasi-Newton matrices with limited storage", Math. Comp. 1980.
       Liu & Nocedal, "On the limited memory BFGS method for large scale optimization", 1989.
       Nocedal & Wright, "Numerical Optimization", 2nd ed., section 7.2.
+      Byrd, Lu, Nocedal & Zhu, "A limited memory algorithm for bound constrained optimization",
+      SIAM J. Sci. Comput. 1995 (L-BFGS-B's stopping tests).
     """
+    refuse_schedules("lbfgs", memory_size=memory_size, c1=c1, c2=c2, max_line_search_steps=max_line_search_steps)
     check_positive_int(memory_size, "memory_size")
     validation.check_positive(c1, "c1")
     validation.check_greater_than(c2, c1, "c2")
     validation.check_less_than(c2, 1.0, "c2")
     check_positive_int(max_line_search_steps, "max_line_search_steps")
+    check_tolerances(gtol, ftol)
 
     def init_fn(params):
         dtype = scalar_dtype(params)
@@ -153,48 +196,90 @@ def lbfgs(
             inverse_curvatures=jnp.zeros(memory_size, dtype),
             next_slot=jnp.zeros([], jnp.int32),
             num_pairs=jnp.zeros([], jnp.int32),
+            value=jnp.asarray(jnp.inf, dtype),
+            grad=tree_zeros_like(params),
+            status=jnp.asarray(SolverStatus.RUNNING, jnp.int32),
+            num_evaluations=jnp.zeros([], jnp.int32),
         )
 
-    def update_fn(updates, state, params=None, *, value_fn=None, **extra_args):
+    def update_fn(updates, state, params=None, *, value_fn=None, value=None, grad=None, **extra_args):
         del extra_args
         value_fn = require_value_fn(value_fn, "lbfgs")
         params = require_params(params, "lbfgs")
-        check_trees_match(updates, params, name="updates", reference_name="params")
-        direction = tree_neg(lbfgs_direction(updates, state))
-        slope = tree_vdot(updates, direction)
-        # Rounding can spoil H_t's positive definiteness: fall back to steepest descent.
-        descent = slope < 0
-        direction = tree_where(descent, direction, tree_neg(updates))
-        gradient_norm = jnp.sqrt(tree_vdot(updates, updates))
-        initial_step = jnp.where((state.num_pairs > 0) & descent, 1, safe_divide(1, gradient_norm))
-        result = wolfe_line_search(
-            value_fn,
-            params,
-            direction,
-            value_fn(params),
-            updates,
-            initial_step=initial_step,
-            c1=c1,
-            c2=c2,
-            max_iterations=max_line_search_steps,
-        )
-        step = tree_scale(result.step_size, direction)
-        gradient_change = tree_sub(result.gradient, updates)
-        curvature = tree_vdot(step, gradient_change).astype(state.inverse_curvatures.dtype)
-        store = (result.step_size > 0) & (curvature > 0) & jnp.isfinite(curvature)
-        slot = state.next_slot
-        new_state = LbfgsState(
-            step_count=saturating_increment(state.step_count),
-            position_changes=tree_where(store, _set_slot(state.position_changes, slot, step), state.position_changes),
-            gradient_changes=tree_where(
-                store, _set_slot(state.gradient_changes, slot, gradient_change), state.gradient_changes
-            ),
-            inverse_curvatures=jnp.where(
-                store, state.inverse_curvatures.at[slot].set(safe_divide(1, curvature)), state.inverse_curvatures
-            ),
-            next_slot=jnp.where(store, (slot + 1) % memory_size, slot),
-            num_pairs=jnp.where(store, jnp.minimum(state.num_pairs + 1, memory_size), state.num_pairs),
-        )
-        return step, new_state
+        gradient = updates if grad is None else grad
+        check_trees_match(gradient, params, name="grad" if grad is not None else "updates", reference_name="params")
+        dtype = state.inverse_curvatures.dtype
+        converged = gradient_converged(gradient, gtol)
+
+        def run():
+            f0 = jnp.asarray(value_fn(params) if value is None else value, dtype)
+            direction = tree_neg(lbfgs_direction(gradient, state))
+            slope = tree_vdot(gradient, direction)
+            # Rounding can spoil H_t's positive definiteness: fall back to steepest descent.
+            descent = slope < 0
+            direction = tree_where(descent, direction, tree_neg(gradient))
+            gradient_norm = jnp.sqrt(tree_vdot(gradient, gradient))
+            initial_step = jnp.where((state.num_pairs > 0) & descent, 1, safe_divide(1, gradient_norm))
+            result = wolfe_line_search(
+                value_fn,
+                params,
+                direction,
+                f0,
+                gradient,
+                initial_step=initial_step,
+                c1=c1,
+                c2=c2,
+                max_iterations=max_line_search_steps,
+            )
+            moved = result.step_size > 0
+            step = tree_scale(result.step_size, direction)
+            gradient_change = tree_sub(result.gradient, gradient)
+            curvature = tree_vdot(step, gradient_change).astype(dtype)
+            store = moved & (curvature > 0) & jnp.isfinite(curvature)
+            # A failed search with pairs in memory is retried from -g next time (memory cleared).
+            restart = ~moved & (state.num_pairs > 0)
+            slot = state.next_slot
+            status = jnp.select(
+                [
+                    ~all_finite(f0, gradient),
+                    ~moved & ~restart,
+                    moved & gradient_converged(result.gradient, gtol),
+                    moved & value_converged(f0, result.value, ftol),
+                ],
+                [
+                    SolverStatus.NOT_FINITE,
+                    SolverStatus.LINE_SEARCH_FAILED,
+                    SolverStatus.GRADIENT_TOLERANCE,
+                    SolverStatus.VALUE_TOLERANCE,
+                ],
+                SolverStatus.RUNNING,
+            ).astype(jnp.int32)
+            new_state = LbfgsState(
+                step_count=saturating_increment(state.step_count),
+                position_changes=tree_where(
+                    store, _set_slot(state.position_changes, slot, step), state.position_changes
+                ),
+                gradient_changes=tree_where(
+                    store, _set_slot(state.gradient_changes, slot, gradient_change), state.gradient_changes
+                ),
+                inverse_curvatures=jnp.where(
+                    store, state.inverse_curvatures.at[slot].set(safe_divide(1, curvature)), state.inverse_curvatures
+                ),
+                next_slot=jnp.where(store, (slot + 1) % memory_size, jnp.where(restart, 0, slot)),
+                num_pairs=jnp.where(
+                    store, jnp.minimum(state.num_pairs + 1, memory_size), jnp.where(restart, 0, state.num_pairs)
+                ),
+                value=jnp.asarray(result.value, dtype),
+                grad=result.gradient,
+                status=status,
+                num_evaluations=state.num_evaluations + result.num_evaluations + (1 if value is None else 0),
+            )
+            return step, new_state
+
+        def stop():
+            status = jnp.where(state.status == SolverStatus.RUNNING, SolverStatus.GRADIENT_TOLERANCE, state.status)
+            return state._replace(status=status.astype(jnp.int32))
+
+        return unless_stopped((state.status != SolverStatus.RUNNING) | converged, params, run, stop)
 
     return GradientTransformation(init_fn, update_fn)

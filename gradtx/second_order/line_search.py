@@ -82,6 +82,11 @@ def wolfe_line_search(
     safeguarded cubic interpolation (bisection when the cubic has no minimizer inside the middle
     80% of the bracket). Each trial evaluates ``f`` and its gradient once.
 
+    Where ``c1 a phi'(0)`` is below the rounding of ``f`` (close to a minimizer), sufficient
+    decrease is taken in Hager & Zhang's approximate form ``phi'(a) <= (2 c1 - 1) phi'(0)``
+    (equivalent for a quadratic ``phi``) with ``phi(a) <= phi(0) + 100 eps |phi(0)|``, so the
+    search still succeeds where the exact test can only fail on rounding.
+
     If ``max_iterations`` trials pass without satisfying both conditions, the best point with
     sufficient decrease seen so far is returned (step 0 if there is none) with
     ``converged=False``. Use ``c2 = 0.9`` for quasi-Newton methods and ``c2 = 0.1`` for nonlinear
@@ -104,7 +109,9 @@ def wolfe_line_search(
 
     References:
       Nocedal & Wright, "Numerical Optimization", 2nd ed., section 3.5. More & Thuente, "Line
-      search algorithms with guaranteed sufficient decrease", ACM TOMS 1994.
+      search algorithms with guaranteed sufficient decrease", ACM TOMS 1994. Hager & Zhang, "A
+      new conjugate gradient method with guaranteed descent and an efficient line search", SIAM
+      J. Optim. 2005 (approximate Wolfe conditions).
     """
     _check_wolfe_constants(c1, c2)
     check_positive_int(max_iterations, "max_iterations")
@@ -114,6 +121,7 @@ def wolfe_line_search(
     value = value.astype(dtype)
     slope = tree_vdot(gradient, direction).astype(dtype)
     zero = jnp.zeros([], dtype)
+    rounding = 100 * jnp.finfo(dtype).eps * jnp.abs(value)
     bracket, zoom, done = 0, 1, 2
 
     class Point(NamedTuple):
@@ -155,7 +163,12 @@ def wolfe_line_search(
         in_bracket = c.phase == bracket
         point = evaluate(jnp.where(in_bracket, c.trial, zoom_step))
 
-        armijo = point.value <= value + c1 * point.step * slope
+        # Near a minimizer the decrease c1 a phi'(0) falls below the rounding of f, and the exact
+        # test fails for every step. Hager & Zhang's (2005) approximate form, phi'(a) <=
+        # (2 c1 - 1) phi'(0) (the same test for a quadratic phi), is then used with f allowed
+        # to rise by rounding only (100 eps |f(0)|).
+        approximate = (point.slope <= (2 * c1 - 1) * slope) & (point.value <= value + rounding)
+        armijo = (point.value <= value + c1 * point.step * slope) | approximate
         curvature = jnp.abs(point.slope) <= -c2 * slope
 
         # Bracketing phase (N&W Algorithm 3.5).

@@ -12,12 +12,13 @@ from gradtx.base import GradientTransformation
 from gradtx.second_order._common import (
     check_choice,
     check_positive_int,
+    normalized_or,
+    refuse_schedules,
     require_params,
     require_value_fn,
     safe_divide,
     scalar_dtype,
     tree_scale,
-    tree_where,
 )
 from gradtx.second_order.curvature import hessian_operator, random_like
 from gradtx.tree_utils import (
@@ -72,14 +73,22 @@ def _variance_limited_root(p: jax.Array) -> jax.Array:
     """The root ``x`` in [0, 1] of ``(1 - x)^3 = p x`` (YellowFin's SingleStep cubic).
 
     With ``z = 1 - x`` the cubic is ``z^3 + p z - p = 0``, whose one real root is
-    ``z = 2 sqrt(p/3) sinh(asinh(1.5 sqrt(3/p)) / 3)``; this form keeps ``x`` accurate to
-    rounding for every ``p`` (Cardano's sum of cube roots cancels badly for large ``p``).
+    ``z = 2 sqrt(p/3) sinh(asinh(1.5 sqrt(3/p)) / 3)``, accurate to a few ulps for every ``p``
+    (Cardano's sum of cube roots cancels badly for large ``p``). Then ``x = 1 - z`` while
+    ``z <= 1/2``; beyond, where ``1 - z`` would cancel (relative error ``~eps / x``),
+    ``x = z^3 / p`` followed by one Newton step on ``(1 - x)^3 - p x``. Measured against a
+    50-digit root: at most 2 ulps, relative, for ``p`` from 1e-6 to 1e15.
     ``p = inf`` (no gradient noise) gives ``x = 0``, ``p = 0`` gives ``x = 1``.
     """
     finite = jnp.isfinite(p) & (p > 0)
     safe_p = jnp.where(finite, p, 1)
     z = 2 * jnp.sqrt(safe_p / 3) * jnp.sinh(jnp.arcsinh(1.5 * jnp.sqrt(3 / safe_p)) / 3)
-    return jnp.clip(jnp.where(finite, 1 - z, jnp.where(p > 0, 0, 1)), 0, 1)
+    # 1 - z cancels once z nears 1 (large p, small x): there x = z^3 / p, polished by one Newton
+    # step on (1 - x)^3 - p x (z carries a few ulps, which z^3 would triple).
+    x = z * z * z / safe_p
+    w = 1 - x
+    x = jnp.where(z <= 0.5, 1 - z, x + (w * w * w - safe_p * x) / (3 * w * w + safe_p))
+    return jnp.clip(jnp.where(finite, x, jnp.where(p > 0, 0, 1)), 0, 1)
 
 
 class MomentumAutotunerState(NamedTuple):
@@ -196,6 +205,16 @@ def momentum_autotuner(
       Zhang & Mitliagkas, "YellowFin and the art of momentum tuning", SysML 2019
       (arXiv:1706.03471, 2017). Goh, "Why momentum really works", Distill 2017.
     """
+    refuse_schedules(
+        "momentum_autotuner",
+        initial_learning_rate=initial_learning_rate,
+        initial_momentum=initial_momentum,
+        beta=beta,
+        curvature_window=curvature_window,
+        max_condition_number=max_condition_number,
+        warmup_iterations=warmup_iterations,
+        seed=seed,
+    )
     validation.check_positive(initial_learning_rate, "initial_learning_rate")
     validation.check_decay(initial_momentum, "initial_momentum")
     validation.check_decay(beta, "beta")
@@ -241,10 +260,6 @@ def momentum_autotuner(
         not set by a random vector's curvature) and 1 afterwards: one loop, one copy of the product.
         """
 
-        def normalized(v, fallback):
-            norm = tree_global_norm(v)
-            return tree_where(norm > 0, tree_scale(safe_divide(1, norm), v), fallback)
-
         def body(_, carry):
             top, bottom, _, _ = carry
             h_top = hvp(top)
@@ -252,7 +267,7 @@ def momentum_autotuner(
             top_value = tree_vdot(top, h_top)
             bottom_value = tree_vdot(bottom, h_bottom)
             shifted = jax.tree.map(lambda v, hv: top_value * v - hv, bottom, h_bottom)
-            return normalized(h_top, top), normalized(shifted, bottom), top_value, bottom_value
+            return normalized_or(h_top, top), normalized_or(shifted, bottom), top_value, bottom_value
 
         zero = jnp.zeros([], jnp.result_type(*jax.tree.leaves(top)))
         return jax.lax.fori_loop(0, num_iterations, body, (top, bottom, zero, zero))

@@ -207,3 +207,53 @@ def test_eigenvalue_helpers_validate(method):
         extreme_eigenvalues(lambda v: v, jnp.ones(2), num_iterations=0, method=method)
     with pytest.raises(ValueError, match="method"):
         extreme_eigenvalues(lambda v: v, jnp.ones(2), method="arnoldi")
+
+
+def test_power_iteration_keeps_an_invariant_subspace_finite():
+    """Issue 19: a zero product ``(A - shift I) v = 0`` keeps ``v`` (its Rayleigh quotient is exact)
+    instead of dividing by zero. Zero operator, the Hessian of a linear loss, an exact eigenvector
+    start (unshifted and shifted by its own eigenvalue), and a repeated top eigenvalue; Lanczos
+    and the power method of extreme_eigenvalues agree on each."""
+    e1 = jnp.asarray([1.0, 0.0, 0.0, 0.0], F64)
+    generic = jnp.asarray([0.3, -1.0, 0.5, 2.0], F64)
+    diagonal = jnp.diag(jnp.asarray([3.0, 1.0, 1.0, 1.0], F64))
+    repeated = jnp.asarray(_spd([5.0, 5.0, 2.0, 1.0], seed=12))
+    linear_hessian = hessian_operator(lambda w: jnp.sum(3.0 * w["a"]) + 2.0 * w["b"], {"a": jnp.ones(3, F64), "b": 1.0})
+
+    @jax.jit
+    def cases(e1, generic):
+        tree_start = {"a": generic[:3], "b": generic[3]}
+        return {
+            "zero": (power_iteration(lambda v: 0.0 * v, generic, 10), generic),
+            "linear_loss": (power_iteration(linear_hessian, tree_start, 10), tree_start),
+            "eigenvector": (power_iteration(lambda v: diagonal @ v, e1, 10), e1),
+            "eigenvector_shifted": (power_iteration(lambda v: diagonal @ v, e1, 10, shift=3.0), e1),
+            "extremes": {
+                (name, method): extreme_eigenvalues(matvec, start, 30, method=method)
+                for method in ("lanczos", "power")
+                for name, matvec, start in [
+                    ("zero", lambda v: 0.0 * v, generic),
+                    ("eigenvector", lambda v: diagonal @ v, e1),
+                    ("generic", lambda v: diagonal @ v, generic),
+                    ("repeated", lambda v: repeated @ v, generic),
+                ]
+            },
+            "repeated": power_iteration(lambda v: repeated @ v, generic, 200),
+        }
+
+    out = cases(e1, generic)
+    expected_values = {"zero": 0.0, "linear_loss": 0.0, "eigenvector": 3.0, "eigenvector_shifted": 3.0}
+    for name, value in expected_values.items():
+        (eigenvalue, vector), start = out[name]
+        assert float(eigenvalue) == value, name
+        start_flat = np.concatenate([np.ravel(x) for x in jax.tree.leaves(start)])
+        vector_flat = np.concatenate([np.ravel(x) for x in jax.tree.leaves(vector)])
+        np.testing.assert_allclose(vector_flat, start_flat / np.linalg.norm(start_flat), rtol=1e-15, err_msg=name)
+    expected_extremes = {"zero": (0.0, 0.0), "eigenvector": (3.0, 3.0), "generic": (1.0, 3.0), "repeated": (1.0, 5.0)}
+    for (name, method), (low, high) in out["extremes"].items():
+        np.testing.assert_allclose([float(low), float(high)], expected_extremes[name], rtol=1e-6, err_msg=name + method)
+    eigenvalue, vector = out["repeated"]
+    assert abs(float(eigenvalue) - 5.0) < 1e-12
+    # Any unit vector of the top eigenspace is a correct answer.
+    np.testing.assert_allclose(np.asarray(repeated @ vector), 5.0 * np.asarray(vector), atol=1e-12)
+    assert abs(float(jnp.linalg.norm(vector)) - 1.0) < 1e-14
