@@ -52,9 +52,13 @@ MISSING: set[str] = set()
 _TEST_MODULE_PREFIX = "optaxsuite__"
 
 
-def _public_index() -> dict[int, tuple[str, str]]:
-    """``id(obj) -> (optax namespace, public name)`` for every public callable or class of Optax."""
-    index: dict[int, tuple[str, str]] = {}
+def _public_index() -> dict[int, list[tuple[str, str]]]:
+    """``id(obj) -> [(optax namespace, public name), ...]`` for every public callable or class of Optax.
+
+    One object can have several public names (``optax.EmptyState`` is also ``optax.ClipState``); the
+    object's own ``__name__`` comes first.
+    """
+    index: dict[int, list[tuple[str, str]]] = {}
     for namespace in PUBLIC_NAMESPACES:
         module = importlib.import_module(namespace)
         for name in dir(module):
@@ -65,8 +69,14 @@ def _public_index() -> dict[int, tuple[str, str]]:
                 continue
             if getattr(obj, "__module__", "") in ("typing", "builtins", "collections.abc"):
                 continue
-            index.setdefault(id(obj), (namespace, name))
+            index.setdefault(id(obj), []).append((namespace, name))
+    for names in index.values():
+        names.sort(key=lambda key: key[1] != getattr(_object_of(key), "__name__", None))
     return index
+
+
+def _object_of(key: tuple[str, str]) -> Any:
+    return getattr(importlib.import_module(key[0]), key[1])
 
 
 _INDEX = _public_index()
@@ -134,9 +144,10 @@ def _missing_class(qualified_name: str) -> type:
 
 def substitute(obj: Any) -> Any:
     """gradtx's namesake of an Optax public object, or the object itself if it is Optax-internal."""
-    key = _INDEX.get(id(obj)) if (callable(obj) or inspect.isclass(obj)) else None
-    if key is None:
+    keys = _INDEX.get(id(obj)) if (callable(obj) or inspect.isclass(obj)) else None
+    if keys is None:
         return obj
+    key = next((k for k in keys if _gradtx_object(*k) is not None), keys[0])
     qualified_name = f"{key[0]}.{key[1]}"
     USED.add(qualified_name)
     if key not in _SUBSTITUTES:
