@@ -1,10 +1,11 @@
 """gradtx: composable, jit-compiled gradient transformations for JAX.
 
 The public namespace is flat: ``gradtx.adam``, ``gradtx.chain``, ``gradtx.scale_by_rms``,
-``gradtx.cosine_decay_schedule``. Layers and initializers live in ``gradtx.nn``.
+``gradtx.cosine_decay_schedule``. Layers and initializers live in ``gradtx.nn``, loss functions
+(Optax's ``optax.losses``) in ``gradtx.losses``.
 """
 
-from gradtx import nn
+from gradtx import losses, nn
 from gradtx.accumulation import AccumulationState, accumulate_gradients
 from gradtx.adam import (
     AdamState,
