@@ -19,26 +19,34 @@ def assert_close(actual, expected, rtol: float = RTOL, atol: float = 1e-13, err_
     np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), rtol=rtol, atol=atol, err_msg=err_msg)
 
 
-def _weighted_sum(fn: Callable, kwargs: dict, seed: int) -> Callable:
-    """``args -> <w, fn(*args)>`` with fixed random weights ``w``: a cotangent that is not all ones."""
+def weights(shape: tuple, seed: int = 7) -> np.ndarray:
+    """The cotangent ``check_matches`` uses: fixed random weights in [0.5, 1.5]."""
+    return rng(seed).uniform(0.5, 1.5, shape)
+
+
+def _value_and_grad(fn: Callable, kwargs: dict, argnums, seed: int = 7) -> Callable:
+    """Jitted ``args -> (fn(*args), grad of <w, fn(*args)>)`` with fixed random weights ``w`` (not all ones)."""
 
     def scalar(*args):
         out = fn(*args, **kwargs)
-        w = jnp.asarray(rng(seed).uniform(0.5, 1.5, np.shape(out)))
-        return jnp.sum(w * out)
+        w = jnp.asarray(weights(np.shape(out), seed))
+        return jnp.sum(w * out), out
 
-    return scalar
+    return jax.jit(jax.value_and_grad(scalar, argnums, has_aux=True))
 
 
 def check_matches(ours: Callable, theirs: Callable, args: Sequence, argnums: int | tuple[int, ...] = 0,
-                  kwargs: dict | None = None, rtol: float = RTOL, atol: float = 1e-13) -> jax.Array:
-    """Same values and same gradients (with respect to ``argnums``) as the reference, both in float64."""
+                  kwargs: dict | None = None, rtol: float = RTOL, atol: float = 1e-13, return_grads: bool = False):
+    """Same values and same gradients (with respect to ``argnums``) as the reference, both in float64.
+
+    The gradients are those of ``<w, loss>`` with ``w = weights(loss.shape)``; returns the value (and those
+    gradients with ``return_grads=True``).
+    """
     kwargs = kwargs or {}
-    value, expected = ours(*args, **kwargs), theirs(*args, **kwargs)
+    (_, value), grads = _value_and_grad(ours, kwargs, argnums)(*args)
+    (_, expected), expected_grads = _value_and_grad(theirs, kwargs, argnums)(*args)
     assert np.shape(value) == np.shape(expected), (np.shape(value), np.shape(expected))
     assert_close(value, expected, rtol, atol, "values")
-    grads = jax.grad(_weighted_sum(ours, kwargs, 7), argnums)(*args)
-    expected_grads = jax.grad(_weighted_sum(theirs, kwargs, 7), argnums)(*args)
     for g, e in zip(jax.tree.leaves(grads), jax.tree.leaves(expected_grads)):
         assert_close(g, e, rtol, atol, "gradients")
-    return value
+    return (value, grads) if return_grads else value
