@@ -43,6 +43,7 @@ METHOD_MODULES = (
     "gradtx.accumulation",
     "gradtx.nn.",
     "gradtx.second_order.",
+    "gradtx.losses.",
 )
 BUILDERS = ("GradientTransformation", "Layer", "Initializer")
 

@@ -61,7 +61,8 @@ def ntxent(embeddings: ArrayLike, labels: ArrayLike, temperature: ArrayLike = 0.
                                                                 keepdims=True), 0.0))
     # exp(-inf) = 0 for the masked entries, with a zero (not nan) gradient.
     negative_mass = jnp.sum(jnp.exp(jnp.where(negatives, similarity - shift, -jnp.inf)), axis=1, keepdims=True)
-    log_negative_mass = jnp.where(has_negatives, jnp.log(jnp.where(has_negatives, negative_mass, 1.0)) + shift, -jnp.inf)
+    safe_mass = jnp.where(has_negatives, negative_mass, 1.0)
+    log_negative_mass = jnp.where(has_negatives, jnp.log(safe_mass) + shift, -jnp.inf)
     per_pair = jax.nn.softplus(log_negative_mass - similarity)
     return jnp.sum(jnp.where(positives, per_pair, 0.0)) / jnp.sum(positives)
 
