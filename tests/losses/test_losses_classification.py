@@ -17,9 +17,9 @@ def _probabilities(r, shape, axis):
     return p / p.sum(axis=axis, keepdims=True)
 
 
-@pytest.mark.parametrize("shape", [(7,), (3, 4), (2, 3, 5)])
+@pytest.mark.parametrize("shape", [(7,), (2, 3, 5)])
 @pytest.mark.parametrize("soft", [False, True])
-@pytest.mark.parametrize("scale", [1.0, 30.0, 1e3])
+@pytest.mark.parametrize("scale", [1.0, 1e3])
 def test_sigmoid_binary_cross_entropy(shape, soft, scale):
     r = rng(0)
     logits = jnp.asarray(scale * r.normal(size=shape))
@@ -33,7 +33,7 @@ def test_sigmoid_binary_cross_entropy(shape, soft, scale):
 
 
 @pytest.mark.parametrize("alpha", [None, 0.25])
-@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0, 3.5])
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 3.5])
 @pytest.mark.parametrize("soft", [False, True])
 def test_sigmoid_focal_loss(alpha, gamma, soft):
     r = rng(1)

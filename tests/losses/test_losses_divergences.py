@@ -11,7 +11,7 @@ from losses_reference import assert_close, check_matches, rng
 
 from gradtx import losses
 
-NAMES = ["kl_divergence", "kl_divergence_with_log_targets", "generalized_kl_divergence", "convex_kl_divergence"]
+NAMES = ["kl_divergence", "kl_divergence_with_log_targets", "generalized_kl_divergence"]
 CASES = [((4, 6), -1, False), ((4, 6), 0, False), ((2, 3, 4), (1, 2), False), ((2, 3, 4), None, False),
          ((4, 6), -1, True), ((2, 3, 4), 1, True)]
 
@@ -56,6 +56,14 @@ def test_kl_divergence_matches_torch_and_handles_zero_targets():
     grad_t = jax.grad(lambda t: losses.kl_divergence(log_q, t).sum())(t)
     assert_close(grad_t[:, :2], -log_q[:, :2])
     assert np.all(np.isnan(jax.grad(lambda t: optax.losses.kl_divergence(log_q, t).sum())(t)[:, :2]))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_convex_kl_divergence_is_the_generalized_one():
+    r = rng(23)
+    args = _inputs(r, (3, 4), -1, False)
+    check_matches(losses.convex_kl_divergence, optax.losses.convex_kl_divergence, args, argnums=(0, 1))
+    assert_close(losses.convex_kl_divergence(*args), losses.generalized_kl_divergence(*args))
 
 
 def test_generalized_kl_divergence_on_unnormalized_measures():

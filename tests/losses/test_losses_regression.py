@@ -14,7 +14,7 @@ ELEMENTWISE = ["squared_error", "l2_loss", "huber_loss", "log_cosh"]
 
 
 @pytest.mark.parametrize("name", ELEMENTWISE)
-@pytest.mark.parametrize("shape", [(5,), (3, 4), (2, 3, 4)])
+@pytest.mark.parametrize("shape", [(5,), (2, 3, 4)])
 @pytest.mark.parametrize("with_targets", [True, False])
 def test_elementwise_losses(name, shape, with_targets):
     r = rng(10)
@@ -55,9 +55,9 @@ def test_log_cosh_large_errors_are_finite():
 
 
 @pytest.mark.parametrize("name", ["cosine_similarity", "cosine_distance"])
-@pytest.mark.parametrize("shape,axis,where", [((4, 6), -1, False), ((4, 6), 0, False), ((2, 3, 4), (1, 2), False),
-                                              ((2, 3, 4), None, False), ((4, 6), -1, True), ((2, 3, 4), 1, True)])
-@pytest.mark.parametrize("epsilon", [0.0, 1e-3])
+@pytest.mark.parametrize("shape,axis,where,epsilon", [((4, 6), -1, False, 0.0), ((4, 6), 0, False, 1e-3),
+                                                      ((2, 3, 4), (1, 2), False, 0.0), ((2, 3, 4), None, False, 1e-3),
+                                                      ((4, 6), -1, True, 1e-3), ((2, 3, 4), 1, True, 0.0)])
 def test_cosine(name, shape, axis, where, epsilon):
     r = rng(13)
     predictions, targets = jnp.asarray(r.normal(size=shape)), jnp.asarray(r.normal(size=shape))

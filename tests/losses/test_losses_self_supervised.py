@@ -27,7 +27,7 @@ def _ntxent_loop(x, labels, temperature):
 
 
 @pytest.mark.parametrize("labels", [[0, 0, 1, 1], [0, 1, 0, 1, 2, 2], [3, 3, 3, 1, 1, 0, 0, 2], [5, 5, 5]])
-@pytest.mark.parametrize("temperature", [0.07, 0.5, 1.0])
+@pytest.mark.parametrize("temperature", [0.07, 1.0])
 def test_ntxent(labels, temperature):
     r = rng(50)
     embeddings = jnp.asarray(r.normal(size=(len(labels), 5)))
@@ -48,8 +48,7 @@ def test_ntxent_small_temperature_stays_finite():
 
 
 @pytest.mark.parametrize("norm_degree", [2, 4, 2.0])
-@pytest.mark.parametrize("margin,eps", [(1.0, 1e-6), (0.2, 0.0), (3.0, 1e-3)])
-@pytest.mark.parametrize("axis", [-1, 0])
+@pytest.mark.parametrize("margin,eps,axis", [(1.0, 1e-6, -1), (0.2, 0.0, 0), (3.0, 1e-3, -1)])
 def test_triplet_margin_loss_matches_optax(norm_degree, margin, eps, axis):
     r = rng(52)
     a, p, n = (jnp.asarray(r.normal(size=(6, 4))) for _ in range(3))

@@ -12,7 +12,7 @@ from gradtx import losses
 
 @pytest.mark.parametrize("shape,axis,where", [((4, 5), -1, False), ((4, 5), 0, False), ((2, 3, 4), (1, 2), False),
                                               ((2, 3, 4), None, False), ((4, 5), -1, True), ((2, 3, 4), 1, True)])
-@pytest.mark.parametrize("alpha", [0.0, 0.1, 0.5])
+@pytest.mark.parametrize("alpha", [0.0, 0.1])
 def test_smooth_labels(shape, axis, where, alpha):
     r = rng(30)
     labels = jnp.asarray(r.uniform(size=shape))
