@@ -1,7 +1,7 @@
 """The public API of gradtx, and a Sphinx directive that documents it module by module.
 
-``public_objects()`` lists what a user may import: everything in ``gradtx.__all__``,
-``gradtx.nn.__all__`` and ``gradtx.second_order.__all__``, and the functions and classes defined
+``public_objects()`` lists what a user may import: everything in ``gradtx.__all__`` and the
+``__all__`` of each package in ``SUBPACKAGES`` (``gradtx.nn``, ...), and the functions and classes defined
 in the modules of ``EXTENSION_MODULES`` (public modules whose names need not all be exported). Each object gets one
 canonical name, the shortest import path (``gradtx.adam`` before ``gradtx.adam.adam``).
 
@@ -21,7 +21,7 @@ import typing
 from typing import Any, NamedTuple
 
 # Subpackages with an ``__all__`` of their own, searched after the flat namespace.
-SUBPACKAGES = ("gradtx.nn", "gradtx.second_order", "gradtx.projections", "gradtx.tree")
+SUBPACKAGES = ("gradtx.nn", "gradtx.second_order", "gradtx.projections", "gradtx.tree", "gradtx.losses")
 # Modules whose functions and classes are all public, whether or not ``gradtx.__all__`` exports them.
 EXTENSION_MODULES = (
     "gradtx.sweep",

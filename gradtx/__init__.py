@@ -4,7 +4,7 @@ The public namespace is flat: ``gradtx.adam``, ``gradtx.chain``, ``gradtx.scale_
 ``gradtx.cosine_decay_schedule``. Layers and initializers live in ``gradtx.nn``.
 """
 
-from gradtx import microbatching, nn, projections, tree
+from gradtx import losses, microbatching, nn, projections, tree
 from gradtx.accumulation import (
     AccumulationState,
     ApplyEvery,
@@ -110,6 +110,29 @@ from gradtx.fused import (
 )
 from gradtx.hyperparams import InjectHyperparamsState, get_hyperparams, inject_hyperparams, set_hyperparams
 from gradtx.lookahead import LookaheadParams, LookaheadState, lookahead
+
+# Optax also exports these losses at its top level.
+from gradtx.losses import (
+    convex_kl_divergence,
+    cosine_distance,
+    cosine_similarity,
+    ctc_loss,
+    ctc_loss_with_forward_probs,
+    generalized_kl_divergence,
+    hinge_loss,
+    huber_loss,
+    kl_divergence,
+    l2_loss,
+    log_cosh,
+    ntxent,
+    safe_softmax_cross_entropy,
+    sigmoid_binary_cross_entropy,
+    sigmoid_focal_loss,
+    smooth_labels,
+    softmax_cross_entropy,
+    softmax_cross_entropy_with_integer_labels,
+    squared_error,
+)
 from gradtx.microbatching import microbatch
 from gradtx.momentum import (
     EmaState,

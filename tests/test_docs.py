@@ -58,6 +58,7 @@ METHOD_MODULES = (
     "gradtx.trust_ratio",
     "gradtx.step_size",
     "gradtx.stochastic",
+    "gradtx.losses.",
 )
 BUILDERS = ("GradientTransformation", "Layer", "Initializer")
 
