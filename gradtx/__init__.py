@@ -4,7 +4,7 @@ The public namespace is flat: ``gradtx.adam``, ``gradtx.chain``, ``gradtx.scale_
 ``gradtx.cosine_decay_schedule``. Layers and initializers live in ``gradtx.nn``.
 """
 
-from gradtx import microbatching, nn, projections, tree
+from gradtx import contrib, microbatching, nn, projections, tree
 from gradtx.accumulation import (
     AccumulationState,
     ApplyEvery,
@@ -56,6 +56,34 @@ from gradtx.combinators import (
     named_chain,
     partition,
     set_to_zero,
+)
+from gradtx.contrib import (
+    COCOBState,
+    DAdaptAdamWState,
+    DifferentiallyPrivateAggregateState,
+    DoGState,
+    DoWGState,
+    MechanicState,
+    MomoAdamState,
+    MomoState,
+    ProdigyState,
+    ReduceLROnPlateauState,
+    SplitRealAndImaginaryState,
+    cocob,
+    dadapt_adamw,
+    differentially_private_aggregate,
+    dog,
+    dowg,
+    dpsgd,
+    mechanize,
+    momo,
+    momo_adam,
+    prodigy,
+    reduce_on_plateau,
+    scale_by_cocob,
+    scale_by_dog,
+    scale_by_dowg,
+    split_real_and_imaginary,
 )
 from gradtx.conditionality import (
     ConditionallyMaskState,
