@@ -8,10 +8,21 @@ from gradtx.contrib.complex_valued import SplitRealAndImaginaryState, split_real
 from gradtx.contrib.mechanic import MechanicState, mechanize
 from gradtx.contrib.momo import MomoAdamState, MomoState, momo, momo_adam
 from gradtx.contrib.normalize import NormalizeState, normalize
-from gradtx.contrib.parameter_free import COCOBState, cocob, scale_by_cocob
-from gradtx.contrib.parameter_free import DAdaptAdamWState, dadapt_adamw
-from gradtx.contrib.parameter_free import DoGState, DoWGState, dog, dowg, scale_by_dog, scale_by_dowg
-from gradtx.contrib.parameter_free import ProdigyState, prodigy
+from gradtx.contrib.parameter_free import (
+    COCOBState,
+    DAdaptAdamWState,
+    DoGState,
+    DoWGState,
+    ProdigyState,
+    cocob,
+    dadapt_adamw,
+    dog,
+    dowg,
+    prodigy,
+    scale_by_cocob,
+    scale_by_dog,
+    scale_by_dowg,
+)
 from gradtx.contrib.plateau import ReduceLROnPlateauState, reduce_on_plateau
 from gradtx.contrib.privacy import DifferentiallyPrivateAggregateState, differentially_private_aggregate, dpsgd
 

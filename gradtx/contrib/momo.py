@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradtx.base import GradientTransformation, Params, PyTree, ScalarOrSchedule, value_at
+from gradtx.base import Params, PyTree, ScalarOrSchedule, value_at
 from gradtx.contrib.parameter_free import _scalar_dtype, _vdot
 from gradtx.extra_args import GradientTransformationExtraArgs
 from gradtx.tree_utils import (
@@ -16,7 +16,6 @@ from gradtx.tree_utils import (
     check_trees_match,
     saturating_increment,
     tree_sum_of_squares,
-   
     tree_zeros_like,
     zero_step_count,
 )
