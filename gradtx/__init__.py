@@ -57,6 +57,14 @@ from gradtx.combinators import (
     partition,
     set_to_zero,
 )
+from gradtx.conditionality import (
+    ConditionallyMaskState,
+    ConditionallyTransformState,
+    ConditionFn,
+    conditionally_mask,
+    conditionally_transform,
+)
+from gradtx.constraints import NonNegativeParamsState, centralize, keep_params_nonnegative, normalize_by_update_norm
 from gradtx.contrib import (
     COCOBState,
     DAdaptAdamWState,
@@ -85,14 +93,6 @@ from gradtx.contrib import (
     scale_by_dowg,
     split_real_and_imaginary,
 )
-from gradtx.conditionality import (
-    ConditionallyMaskState,
-    ConditionallyTransformState,
-    ConditionFn,
-    conditionally_mask,
-    conditionally_transform,
-)
-from gradtx.constraints import NonNegativeParamsState, centralize, keep_params_nonnegative, normalize_by_update_norm
 from gradtx.distributed import (
     bytes_per_device,
     init_sharded,

@@ -50,6 +50,7 @@ METHOD_MODULES = (
     "gradtx.constraints",
     "gradtx.clipping",
     "gradtx.projections",
+    "gradtx.contrib.",
 )
 BUILDERS = ("GradientTransformation", "Layer", "Initializer")
 
