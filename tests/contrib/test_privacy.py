@@ -62,9 +62,10 @@ def test_aggregate_same_key_same_noise():
     ours = contrib.differentially_private_aggregate(1.0, 0.7, key)
     theirs = optax.contrib.differentially_private_aggregate(1.0, 0.7, key)
     ours_state, theirs_state = ours.init(None), theirs.init(None)
+    ours_update, theirs_update = jax.jit(ours.update), jax.jit(theirs.update)
     for _ in range(3):
-        a, ours_state = ours.update(grads, ours_state)
-        b, theirs_state = theirs.update(grads, theirs_state)
+        a, ours_state = ours_update(grads, ours_state)
+        b, theirs_state = theirs_update(grads, theirs_state)
         for k in a:
             np.testing.assert_allclose(a[k], b[k], rtol=1e-12, atol=1e-15)
 
@@ -90,9 +91,9 @@ def test_noise_statistics():
     batch, clip, sigma = 8, 2.0, 1.5
     zeros = {"w": jnp.zeros((batch, 50, 40)), "b": jnp.zeros((batch, 40))}
     tx = contrib.differentially_private_aggregate(clip, sigma, jax.random.key(1))
-    state = tx.init(None)
-    first, state = tx.update(zeros, state)
-    second, _ = tx.update(zeros, state)
+    update = jax.jit(tx.update)
+    first, state = update(zeros, tx.init(None))
+    second, _ = update(zeros, state)
     samples = np.concatenate([np.ravel(first["w"]), np.ravel(first["b"])])
     std = sigma * clip / batch
     assert abs(samples.mean()) < 4 * std / np.sqrt(samples.size)
