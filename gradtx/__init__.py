@@ -4,7 +4,7 @@ The public namespace is flat: ``gradtx.adam``, ``gradtx.chain``, ``gradtx.scale_
 ``gradtx.cosine_decay_schedule``. Layers and initializers live in ``gradtx.nn``.
 """
 
-from gradtx import losses, microbatching, nn, projections, tree
+from gradtx import contrib, losses, microbatching, nn, projections, tree
 from gradtx.accumulation import (
     AccumulationState,
     ApplyEvery,
@@ -81,6 +81,34 @@ from gradtx.conditionality import (
     conditionally_transform,
 )
 from gradtx.constraints import NonNegativeParamsState, centralize, keep_params_nonnegative, normalize_by_update_norm
+from gradtx.contrib import (
+    COCOBState,
+    DAdaptAdamWState,
+    DifferentiallyPrivateAggregateState,
+    DoGState,
+    DoWGState,
+    MechanicState,
+    MomoAdamState,
+    MomoState,
+    ProdigyState,
+    ReduceLROnPlateauState,
+    SplitRealAndImaginaryState,
+    cocob,
+    dadapt_adamw,
+    differentially_private_aggregate,
+    dog,
+    dowg,
+    dpsgd,
+    mechanize,
+    momo,
+    momo_adam,
+    prodigy,
+    reduce_on_plateau,
+    scale_by_cocob,
+    scale_by_dog,
+    scale_by_dowg,
+    split_real_and_imaginary,
+)
 from gradtx.distributed import (
     bytes_per_device,
     init_sharded,
@@ -110,8 +138,6 @@ from gradtx.fused import (
 )
 from gradtx.hyperparams import InjectHyperparamsState, get_hyperparams, inject_hyperparams, set_hyperparams
 from gradtx.lookahead import LookaheadParams, LookaheadState, lookahead
-
-# Optax also exports these losses at its top level.
 from gradtx.losses import (
     convex_kl_divergence,
     cosine_distance,

@@ -97,7 +97,6 @@ def _as_hyperparam(value: Any, dtype: Any) -> jax.Array:
 
 def inject_hyperparams(
     factory: Callable[..., GradientTransformation],
-    *,
     static_args: str | Iterable[str] = (),
     hyperparam_dtype: Any = None,
 ) -> Callable[..., GradientTransformation]:

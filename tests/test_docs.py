@@ -59,6 +59,7 @@ METHOD_MODULES = (
     "gradtx.step_size",
     "gradtx.stochastic",
     "gradtx.losses.",
+    "gradtx.contrib.",
 )
 BUILDERS = ("GradientTransformation", "Layer", "Initializer")
 
