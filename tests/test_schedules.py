@@ -319,10 +319,10 @@ CLOSED_FORMS = [
         {0: 0.0, 5: 0.5, 10: 1.0, 60: 0.55, 110: 0.1, 300: 0.1},
     ),
     (
-        # Optax ignores end_value when peak_value == 0 (it divides by the peak); ours does not.
+        # As in Optax, end_value is ignored when peak_value == 0 (Optax divides by the peak).
         "warmup_cosine_zero_peak",
-        warmup_cosine_decay_schedule(0.0, 0.0, 10, 20, end_value=0.5),
-        {0: 0.0, 10: 0.0, 15: 0.25, 20: 0.5, 30: 0.5},
+        warmup_cosine_decay_schedule(0.2, 0.0, 10, 20, end_value=0.5),
+        {0: 0.2, 5: 0.1, 10: 0.0, 15: 0.0, 20: 0.0, 30: 0.0},
     ),
     (
         "join",
