@@ -1,15 +1,19 @@
 """Step arithmetic shared by the schedules: exact at the ends, the same jitted and eager.
 
-Two rules keep every schedule inside its range and its compiled values equal to its eager ones:
+Under ``jit`` XLA rewrites arithmetic with constants: ``s / T`` becomes ``s * (1/T)``,
+``x ** 2.0`` becomes ``x * x``, ``(x * a) * b`` becomes ``x * (a * b)``, and a product feeding
+a sum becomes a fused multiply-add. An eager call runs each operation on its own and rounds
+each. Three rules keep a schedule's compiled values within an ulp of its eager ones, inside its
+range, and exact at its ends:
 
-* A fraction of a phase is ``s * (1/T)`` with ``1/T`` a constant, never ``s / T``. Under ``jit``
-  XLA rewrites a division by a constant into that multiplication while an eager scalar division
-  stays a true division, so writing the multiplication makes both compute the same number; and
-  its ends are then selected (``0`` before the phase, ``1`` from its last step on), because
-  ``T * (1/T)`` need not be ``1``.
-* A value between two end values is their convex combination ``a w + b (1 - w)`` (which is
-  ``a`` at ``w = 1`` and ``b`` at ``w = 0`` exactly, with no cancellation), clipped to
+* A fraction of a phase is ``s / T`` with ``T`` hidden from XLA as ``T + 0 s`` (``opaque``), so
+  it stays a correctly rounded division, and exponents are hidden the same way. Its ends are
+  then selected (``0`` before the phase, ``1`` from its last step on).
+* A value between two ends ``a`` and ``b`` is ``a w_a + b w_b`` with weights computed without
+  cancellation (``blend``): ``a`` and ``b`` exactly at the ends, no cancellation when they have
+  the same sign, and a fused multiply-add changes it by at most an ulp. It is clipped to
   ``[min(a, b), max(a, b)]`` against the last rounding.
+* No multiplication by a product of constants: ``x (a b)`` is written with ``a b`` formed once.
 """
 
 from __future__ import annotations
@@ -88,23 +92,59 @@ def stage(step_count: jax.Array | int, begin: int, length: int) -> jax.Array:
     return whole.astype(jnp.result_type(float))
 
 
+def opaque(value: Any, like: jax.Array) -> jax.Array:
+    """``value + 0 * like``: the same number, but not a constant XLA could rewrite around.
+
+    ``like`` is a finite float array (a step count), so ``0 * like`` is ``0``.
+    """
+    return value + 0.0 * like
+
+
 def progress(elapsed: jax.Array, length: int) -> jax.Array:
     """``elapsed / length`` clipped to ``[0, 1]``: exactly ``0`` at the start and ``1`` at the end.
 
     ``elapsed`` is a float step count since the start of the phase (possibly negative or past
-    ``length``); the interior is ``elapsed * (1/length)``, see the module docstring.
+    ``length``); the quotient is a correctly rounded division, jitted or not (see ``opaque``).
     """
     length = float(length)  # a Python int past int32 would not convert to a JAX scalar
-    fraction = jnp.clip(elapsed, 0.0, length) * (1.0 / length)
+    fraction = jnp.clip(elapsed, 0.0, length) / opaque(length, elapsed)
     return jnp.where(elapsed >= length, 1.0, jnp.where(elapsed <= 0, 0.0, fraction)).astype(fraction.dtype)
 
 
-def blend(first: jax.typing.ArrayLike, last: jax.typing.ArrayLike, weight: jax.Array) -> jax.Array:
-    """``first * w + last * (1 - w)`` for ``w`` in ``[0, 1]``, clipped to the range of its ends.
+def power(base: jax.Array, exponent: Any) -> jax.Array:
+    """``base ** exponent`` computed by ``pow`` jitted and eager alike (not ``base * base`` for 2)."""
+    return jnp.power(base, opaque(jnp.asarray(exponent, base.dtype), base))
 
-    ``first`` at ``w = 1`` and ``last`` at ``w = 0`` exactly, and never outside ``[min, max]``.
+
+def falling(done: jax.Array, exponent: Any) -> tuple[jax.Array, jax.Array]:
+    """``w = (1 - x) ** p`` and ``1 - w``, both to a few ulps of themselves even when small.
+
+    ``1 - w`` is ``-expm1(p log1p(-x))`` rather than a subtraction, which would cancel near
+    ``x = 0``. For ``p = 1`` the weights are ``1 - x`` and ``x`` themselves.
     """
-    value = first * weight + last * (1 - weight)
+    if isinstance(exponent, (int, float)) and exponent == 1:
+        return 1 - done, done
+    log_w = opaque(jnp.asarray(exponent, done.dtype), done) * jnp.log1p(-done)
+    return jnp.exp(log_w), -jnp.expm1(log_w)
+
+
+def half_cosine(done: jax.Array, exponent: Any = 1.0) -> tuple[jax.Array, jax.Array]:
+    """``w = ((1 + cos(pi x)) / 2) ** p`` and ``1 - w``: ``1, 0`` at ``x = 0`` and ``0, 1`` at ``x = 1``."""
+    cosine = 0.5 * (1 + jnp.cos(jnp.pi * done))
+    weight = cosine if isinstance(exponent, (int, float)) and exponent == 1 else power(cosine, exponent)
+    weight = jnp.where(done >= 1, 0.0, jnp.where(done <= 0, 1.0, weight)).astype(weight.dtype)
+    return weight, 1 - weight
+
+
+def blend(
+    first: jax.typing.ArrayLike, last: jax.typing.ArrayLike, first_weight: jax.Array, last_weight: jax.Array
+) -> jax.Array:
+    """``first * w_first + last * w_last``, clipped to the range of its ends.
+
+    The weights are ``1, 0`` at one end and ``0, 1`` at the other, which gives ``first`` and
+    ``last`` exactly there; the value never leaves ``[min, max]``.
+    """
+    value = first * first_weight + last * last_weight
     return jnp.clip(value, jnp.minimum(first, last), jnp.maximum(first, last))
 
 

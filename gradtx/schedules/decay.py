@@ -9,7 +9,18 @@ import jax
 import jax.numpy as jnp
 
 from gradtx.base import Schedule
-from gradtx.schedules._steps import blend, float_step, held, progress, reached, stage, steps_arg
+from gradtx.schedules._steps import (
+    blend,
+    falling,
+    float_step,
+    half_cosine,
+    held,
+    opaque,
+    progress,
+    reached,
+    stage,
+    steps_arg,
+)
 from gradtx.validation import check_non_negative, check_positive
 
 
@@ -182,7 +193,7 @@ def polynomial_schedule(
 
     def schedule(step_count: jax.Array) -> jax.Array:
         done = progress(float_step(step_count) - float(transition_begin), transition_steps)
-        return blend(init_value, end_value, (1 - done) ** power)
+        return blend(init_value, end_value, *falling(done, power))
 
     return schedule
 
@@ -263,9 +274,9 @@ def exponential_decay(
         if staircase:
             exponent = stage(step_count, transition_begin, transition_steps)
         else:
-            # A multiplication by 1/T, as XLA computes a division by T under jit (see _steps).
-            exponent = jnp.maximum(float_step(step_count) - float(transition_begin), 0) * (1.0 / transition_steps)
-        value = init_value * jnp.power(decay_rate, exponent)
+            elapsed = jnp.maximum(float_step(step_count) - float(transition_begin), 0)
+            exponent = elapsed / opaque(float(transition_steps), elapsed)  # a true division (see _steps)
+        value = init_value * jnp.power(opaque(decay_rate, exponent), exponent)
         if clip is not None:
             value = clip(value, end_value)
         return value
@@ -303,18 +314,10 @@ def cosine_decay_schedule(
     check_positive(exponent, "exponent")
 
     def schedule(step_count: jax.Array) -> jax.Array:
-        return init_value * _cosine_factor(float_step(step_count), decay_steps, alpha, exponent)
+        # eta_0 w + (alpha eta_0) (1 - w): Optax's eta_0 ((1 - alpha) w + alpha), with exact ends.
+        t = float_step(step_count)
+        weight, complement = half_cosine(progress(t, decay_steps), exponent)
+        return blend(init_value, init_value * (alpha + jnp.zeros_like(t)), weight, complement)
 
     return schedule
 
-
-def _cosine_factor(
-    elapsed: jax.Array, length: int, alpha: jax.typing.ArrayLike, exponent: float
-) -> jax.Array:
-    """``(1 - alpha) c^p + alpha`` with ``c = (1 + cos(pi s / T)) / 2``: exactly 1 at the start and
-    ``alpha`` from ``T`` on, and between the two in between (written as Optax writes it)."""
-    done = progress(elapsed, length)
-    cosine = 0.5 * (1 + jnp.cos(jnp.pi * done))
-    factor = (1 - alpha) * cosine**exponent + alpha
-    factor = jnp.clip(factor, jnp.minimum(alpha, 1.0), jnp.maximum(alpha, 1.0))
-    return jnp.where(done >= 1, alpha + jnp.zeros_like(factor), jnp.where(done <= 0, 1.0, factor))

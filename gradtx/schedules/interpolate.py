@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from gradtx.base import Schedule
-from gradtx.schedules._steps import blend, float_step, progress, reached, steps_arg
+from gradtx.schedules._steps import blend, falling, float_step, half_cosine, progress, reached, steps_arg
 from gradtx.validation import check_non_negative
 
 
@@ -58,11 +58,8 @@ def piecewise_interpolate_schedule(
         for i in range(len(items)):
             start, end = starts[i], starts[i + 1]
             done = progress(t - float(start), max(end - start, 1))
-            if interpolate_type == "linear":
-                weight = 1 - done
-            else:
-                weight = jnp.where(done >= 1, 0.0, jnp.where(done <= 0, 1.0, 0.5 * (1 + jnp.cos(jnp.pi * done))))
-            value = jnp.where(reached(step_count, start), blend(values[i], values[i + 1], weight), value)
+            weights = falling(done, 1) if interpolate_type == "linear" else half_cosine(done)
+            value = jnp.where(reached(step_count, start), blend(values[i], values[i + 1], *weights), value)
         if items:
             value = jnp.where(reached(step_count, starts[-1]), values[-1], value)
         return value

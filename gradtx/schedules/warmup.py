@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from gradtx.base import Schedule
-from gradtx.schedules._steps import blend, float_step, progress, reached, since, steps_arg
+from gradtx.schedules._steps import blend, float_step, half_cosine, progress, reached, since, steps_arg
 from gradtx.schedules.decay import as_schedule, exponential_decay, linear_schedule
 from gradtx.validation import check_positive
 
@@ -132,10 +132,8 @@ def warmup_cosine_decay_schedule(
     cosine_steps = decay_steps - warmup_steps
 
     def cosine_part(step_count: jax.Array) -> jax.Array:
-        done = progress(float_step(step_count), cosine_steps)
-        weight = (0.5 * (1 + jnp.cos(jnp.pi * done))) ** exponent
-        weight = jnp.where(done >= 1, 0.0, jnp.where(done <= 0, 1.0, weight))
-        value = blend(peak_value, end_value, weight)
+        weight, complement = half_cosine(progress(float_step(step_count), cosine_steps), exponent)
+        value = blend(peak_value, end_value, weight, complement)
         return jnp.where(jnp.asarray(peak_value) == 0, jnp.zeros_like(value), value)
 
     warmup = linear_schedule(init_value, peak_value, warmup_steps)
