@@ -15,7 +15,7 @@ import gradtx
 
 CASES = 12  # random argument sets per schedule
 STEPS = np.concatenate([np.arange(0, 640), [1_000, 100_000, 2**31 - 1]])
-EAGER_STEPS = 6  # besides the end points, random steps evaluated eagerly one at a time
+EAGER_CASES, EAGER_STEPS = 4, 3  # cases also evaluated eagerly one step at a time: at their ends and 3 more
 EPS32 = float(np.finfo(np.float32).eps)
 
 
@@ -105,7 +105,10 @@ def exponential(rng, warmup=0):
     rate = float(rng.uniform(1.01, 1.5) if grow else rng.uniform(0.05, 0.99))
     begin = int(rng.integers(0, 100))
     staircase = bool(rng.random() < 0.4)
-    end_value = float(init * rng.uniform(1.5, 20)) if grow else (None if rng.random() < 0.5 else init * rng.uniform(0, 0.9))
+    if grow:
+        end_value = float(init * rng.uniform(1.5, 20))
+    else:
+        end_value = None if rng.random() < 0.5 else init * rng.uniform(0, 0.9)
     args = (steps, rate, begin, staircase, end_value)
     if warmup:
         start = _value(rng, negative=0)
@@ -304,22 +307,26 @@ def _evaluate(name, dtype):
         steps = jnp.asarray(STEPS, jnp.int32)
         jitted = jax.jit(lambda ts: [jax.vmap(case.ours)(ts) for case in cases])(steps)
         eager = [case.ours(steps) for case in cases]
-        optax_eager = [jax.vmap(case.theirs)(steps) for case in cases]
+        optax_same_dtype = _optax_jitted(cases, steps)
         rng = np.random.default_rng(0)
-        scalar = []
-        for case in cases:
+        scalar = []  # one step at a time, as an eager optimizer calls it: the ends and a few steps
+        for case in cases[:EAGER_CASES]:
             picks = sorted(set(case.ends) | set(rng.choice(STEPS[:640], EAGER_STEPS).tolist()))
             scalar.append({t: np.asarray(case.ours(jnp.int32(t))) for t in picks})
     as_np = lambda values: [np.broadcast_to(np.asarray(v), STEPS.shape) for v in values]
-    return cases, as_np(jitted), as_np(eager), as_np(optax_eager), scalar
+    return cases, as_np(jitted), as_np(eager), as_np(optax_same_dtype), scalar
+
+
+def _optax_jitted(cases, steps):
+    # Optax's own values, jitted (its piecewise_interpolate_schedule takes one step at a time).
+    return jax.jit(lambda ts: [jax.vmap(case.theirs)(ts) for case in cases])(steps)
 
 
 @functools.cache
 def _optax64(name):
     with jax.enable_x64(True):
-        steps = jnp.asarray(STEPS, jnp.int64)
-        return [np.broadcast_to(np.asarray(jax.vmap(case.theirs)(steps), np.float64), STEPS.shape)
-                for case in _cases(name)]
+        values = _optax_jitted(_cases(name), jnp.asarray(STEPS, jnp.int64))
+        return [np.broadcast_to(np.asarray(v, np.float64), STEPS.shape) for v in values]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -332,19 +339,26 @@ def test_random_arguments_exact_ends_in_range_jit_equals_eager_and_optax(name, d
         where = f"{name}({case.text}) in {np.dtype(dtype).name}"
         assert jitted[k].dtype == dtype and eager[k].dtype == dtype, where
         for step, value in case.exact(dtype).items():
-            for label, got in (("jit", jitted[k][index[step]]), ("eager", scalar[k][step])):
+            for label, got in (("jit", jitted[k][index[step]]), ("eager", eager[k][index[step]])):
                 assert got == value, f"{where}: {label} at step {step} is {got!r}, not exactly {value!r}"
+            if k < EAGER_CASES:
+                assert scalar[k][step] == value, f"{where}: eager at step {step} is {scalar[k][step]!r}, not {value!r}"
         low, high = case.bounds(dtype)
         assert np.all((jitted[k] >= low) & (jitted[k] <= high)), f"{where} leaves [{low}, {high}]"
         # Within an ulp of the value; where the ends have opposite signs a value near 0 comes from
         # a cancellation, and within an ulp of the larger end.
         unit = (lambda a, b: _ulps(a, b)) if low >= 0 or high <= 0 else (lambda a, b: _ulps_of(a, b, max(-low, high)))
         assert np.max(unit(jitted[k], eager[k])) <= 1, f"{where}: jit and eager differ"
-        for step, value in scalar[k].items():
+        for step, value in (scalar[k] if k < EAGER_CASES else {}).items():
             assert unit(jitted[k][index[step]], value) <= 1, f"{where}: jit and eager differ at step {step}"
-        scale = max(float(np.max(np.abs(reference[k]))), float(np.finfo(dtype).tiny))
+        assert np.all(np.isfinite(jitted[k])), where
+        # Jitted, Optax's polynomial_schedule goes NaN at the end of some fractional-power decays
+        # (1 - t/T is then -1e-8): compare where Optax is finite.
+        finite = np.isfinite(reference[k]) & np.isfinite(optax_same_dtype[k])
+        ours, theirs, theirs_same = jitted[k][finite], reference[k][finite], optax_same_dtype[k][finite]
+        scale = max(float(np.max(np.abs(theirs))), float(np.finfo(dtype).tiny))
         if dtype == np.float64:
-            np.testing.assert_allclose(jitted[k], reference[k], rtol=0, atol=1e-13 * scale, err_msg=where)
+            np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-13 * scale, err_msg=where)
         else:
-            np.testing.assert_allclose(jitted[k], reference[k], rtol=0, atol=4 * EPS32 * scale, err_msg=where)
-            np.testing.assert_allclose(jitted[k], optax_same_dtype[k], rtol=0, atol=8 * EPS32 * scale, err_msg=where)
+            np.testing.assert_allclose(ours, theirs, rtol=0, atol=4 * EPS32 * scale, err_msg=where)
+            np.testing.assert_allclose(ours, theirs_same, rtol=0, atol=8 * EPS32 * scale, err_msg=where)

@@ -138,7 +138,8 @@ def cosine_onecycle_schedule(
       div_factor: ``peak_value / eta_0``, default ``25.0``.
       final_div_factor: ``eta_0 / eta_final``, default ``1e4``.
 
-    Matches ``optax.cosine_onecycle_schedule`` with the same arguments. Reference: Smith and Topin, "Super-Convergence", 2017 (arXiv:1708.07120).
+    Matches ``optax.cosine_onecycle_schedule`` with the same arguments. Reference: Smith and
+    Topin, "Super-Convergence", 2017 (arXiv:1708.07120).
     """
     transition_steps = _check_transition_steps(transition_steps)
     return piecewise_interpolate_schedule(
