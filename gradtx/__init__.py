@@ -69,7 +69,14 @@ from gradtx.fused import (
     fused_sgd,
     fused_train_step,
 )
-from gradtx.hyperparams import InjectHyperparamsState, get_hyperparams, inject_hyperparams, set_hyperparams
+from gradtx.hyperparams import (
+    InjectHyperparamsState,
+    InjectStatefulHyperparamsState,
+    get_hyperparams,
+    inject_hyperparams,
+    inject_stateful_hyperparams,
+    set_hyperparams,
+)
 from gradtx.momentum import (
     EmaState,
     HeavyBallState,

@@ -30,14 +30,18 @@ def test_same_trajectory_as_the_plain_optimizer():
     assert sp.max_relative_error(sp.run_gradtx(injected, 20), sp.run_gradtx(plain, 20)) < 1e-14
 
 
-def test_numbers_become_float32_arrays_whatever_their_python_type():
-    # jax_enable_x64 is on in the tests: Optax would store these as float64 (and `1` as an int).
-    state = inject_hyperparams(gradtx.sgd)(learning_rate=1, momentum=0.9).init(sp.initial_params())
+def test_numbers_take_the_parameters_dtype_as_in_optax():
+    # Until this change gradtx stored every number as float32; it now follows Optax: the widest
+    # float dtype of the parameters, or hyperparam_dtype. A Python int is still stored as a float.
+    params32 = jax.tree.map(lambda p: p.astype(jnp.float32), sp.initial_params())
+    state = inject_hyperparams(gradtx.sgd)(learning_rate=1, momentum=0.9).init(params32)
     assert set(state.hyperparams) == {"learning_rate", "momentum"}
     assert all(v.dtype == jnp.float32 and v.shape == () for v in state.hyperparams.values())
     assert float(state.hyperparams["learning_rate"]) == 1.0
-    explicit = inject_hyperparams(gradtx.sgd)(learning_rate=jnp.asarray(0.5, jnp.float64)).init(sp.initial_params())
-    assert explicit.hyperparams["learning_rate"].dtype == jnp.float64  # an array keeps the dtype chosen for it
+    state64 = inject_hyperparams(gradtx.sgd)(learning_rate=1, momentum=0.9).init(sp.initial_params())
+    assert all(v.dtype == jnp.float64 for v in state64.hyperparams.values())
+    explicit = inject_hyperparams(gradtx.sgd)(learning_rate=jnp.asarray(0.5, jnp.float64)).init(params32)
+    assert explicit.hyperparams["learning_rate"].dtype == jnp.float64  # a strongly typed array keeps its dtype
     wide = inject_hyperparams(gradtx.sgd, hyperparam_dtype=jnp.bfloat16)(learning_rate=0.5).init(sp.initial_params())
     assert wide.hyperparams["learning_rate"].dtype == jnp.bfloat16
 
@@ -50,7 +54,7 @@ def test_flags_dtypes_and_masks_stay_static():
     )
     state = optimizer.init(params)
     assert set(state.hyperparams) == {"learning_rate", "b1", "b2", "eps", "eps_root", "weight_decay"}
-    assert state.schedule_values == {}  # the mask callable is not mistaken for a schedule
+    assert state.hyperparams_states == {}  # the mask callable is not mistaken for a schedule
     adam_state = state.inner_state[0]
     assert adam_state.mu["w"].dtype == jnp.bfloat16  # the dtype argument reached scale_by_adam
     reference = gradtx.adamw(1e-2, mu_dtype=jnp.bfloat16, nesterov=True, mask=decay_kernel, weight_decay=0.1)
@@ -73,11 +77,11 @@ def test_changing_hyperparameters_never_recompiles():
     for learning_rate in new_values:
         params, state = step(params, state)
         state = set_hyperparams(state, learning_rate=learning_rate, b1=0.5)
-        assert state.hyperparams["learning_rate"].dtype == jnp.float32
+        assert state.hyperparams["learning_rate"].dtype == jnp.float64  # the parameters' dtype
     params, state = step(params, state)
     assert len(traces) == 1
     assert step._cache_size() == 1
-    np.testing.assert_allclose(get_hyperparams(state)["learning_rate"], np.float32(5e-4), rtol=1e-2)
+    np.testing.assert_allclose(get_hyperparams(state)["learning_rate"], 5e-4, rtol=1e-2)
 
 
 def test_edited_values_take_effect():
@@ -100,7 +104,8 @@ def test_schedules_are_evaluated_each_step_and_stored():
     optimizer = inject_hyperparams(gradtx.sgd, hyperparam_dtype=jnp.float64)(learning_rate=schedule, momentum=0.9)
     params = sp.initial_params()
     state = optimizer.init(params)
-    assert float(state.schedule_values["learning_rate"]) == pytest.approx(float(schedule(0)))
+    assert float(state.hyperparams["learning_rate"]) == pytest.approx(float(schedule(0)))
+    assert int(state.hyperparams_states["learning_rate"].count) == 0
     step, traces = make_counted_step(optimizer)
     for t in range(4):
         params, state = step(params, state)
