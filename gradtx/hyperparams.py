@@ -120,14 +120,13 @@ def _as_hyperparam(value: Any, dtype: Any) -> Any:
     return value
 
 
-def _scheduled_value(value: Any, previous: Any, dtype: Any) -> jax.Array:
-    """A schedule's value in the dtype the state holds for it, so the state's type never changes."""
-    value = jnp.asarray(value)
-    if not jnp.issubdtype(value.dtype, jnp.floating):
-        return value
+def _scheduled_value(value: Any, previous: Any, dtype: Any) -> Any:
+    """A schedule's value converted as ``_as_hyperparam`` converts numbers (a strongly typed array
+    keeps its dtype), except that a weakly typed float takes the dtype the state already holds for
+    it, so that an ``update`` without ``params`` does not change the state's type."""
     if isinstance(previous, jax.Array) and jnp.issubdtype(previous.dtype, jnp.floating):
         dtype = previous.dtype
-    return value.astype(dtype)
+    return jnp.asarray(_as_hyperparam(value, dtype))
 
 
 def inject_hyperparams(
@@ -157,8 +156,9 @@ def inject_hyperparams(
       as in Optax: pass ``hyperparam_dtype=jnp.float32`` to keep such values.
     * schedule: a ``StatefulSchedule`` (any object with ``init``, ``update`` and ``__call__``, such
       as Optax's), or any other callable ``t -> value``, wrapped in a ``WrappedSchedule``. Its
-      state is kept in ``state.hyperparams_states`` and its value, in the same dtype as the numeric
-      ones, in ``state.hyperparams`` next to them. ``update``'s extra keyword arguments (a loss,
+      state is kept in ``state.hyperparams_states`` and its value in ``state.hyperparams`` next
+      to the numeric ones, converted like them (gradtx's schedules return strongly typed arrays of
+      JAX's default float dtype, which are kept). ``update``'s extra keyword arguments (a loss,
       say) are passed to the schedule.
     * static (left as Python objects, closed over): ``None``, bools, strings, dtypes
       (``mu_dtype=jnp.bfloat16`` is not mistaken for a schedule), pytrees such as masks,
@@ -194,10 +194,10 @@ def inject_hyperparams(
     Matches ``optax.inject_hyperparams`` (same arguments, state fields and dtypes), with these
     differences: dtypes, ``mask`` callables and ints for ``int``-annotated parameters are static
     without being listed; a Python int for any other parameter is stored as a float (Optax keeps
-    an int array, which a later ``0.5`` would change); a schedule's value is cast to the
-    hyperparameter dtype even when it is a strongly typed array, and after ``init`` keeps that
-    dtype when ``update`` gets no ``params`` (Optax then uses JAX's default float); editing a
-    scheduled value with ``set_hyperparams`` raises instead of being silently overwritten.
+    an int array, which a later ``0.5`` would change); a weakly typed scheduled value keeps the
+    dtype it had after ``init`` when ``update`` gets no ``params`` (Optax then uses JAX's default
+    float, which changes the state's type under ``jax_enable_x64``); editing a scheduled value
+    with ``set_hyperparams`` raises instead of being silently overwritten.
     """
     static_names = frozenset([static_args] if isinstance(static_args, str) else static_args)
     signature = inspect.signature(inner_factory)
