@@ -4,8 +4,18 @@ The public namespace is flat: ``gradtx.adam``, ``gradtx.chain``, ``gradtx.scale_
 ``gradtx.cosine_decay_schedule``. Layers and initializers live in ``gradtx.nn``.
 """
 
-from gradtx import nn
-from gradtx.accumulation import AccumulationState, accumulate_gradients
+from gradtx import microbatching, nn, projections, tree
+from gradtx.accumulation import (
+    AccumulationState,
+    ApplyEvery,
+    MultiSteps,
+    MultiStepsState,
+    ShouldSkipUpdateFunction,
+    accumulate_gradients,
+    apply_every,
+    skip_large_updates,
+    skip_not_finite,
+)
 from gradtx.adam import (
     AdamState,
     AmsgradState,
@@ -33,17 +43,28 @@ from gradtx.base import (
     value_at,
 )
 from gradtx.checkpoint import load_state, save_state
+from gradtx.clipping import clip_by_block_rms, per_example_global_norm_clip, per_example_layer_norm_clip
 from gradtx.combinators import (
     MaskedNode,
     MaskedState,
+    MultiTransformState,
     PartitionState,
     chain,
     freeze,
     masked,
+    multi_transform,
     named_chain,
     partition,
     set_to_zero,
 )
+from gradtx.conditionality import (
+    ConditionallyMaskState,
+    ConditionallyTransformState,
+    ConditionFn,
+    conditionally_mask,
+    conditionally_transform,
+)
+from gradtx.constraints import NonNegativeParamsState, centralize, keep_params_nonnegative, normalize_by_update_norm
 from gradtx.distributed import (
     bytes_per_device,
     init_sharded,
@@ -53,6 +74,7 @@ from gradtx.distributed import (
     zero1,
     zero1_spec,
 )
+from gradtx.extra_args import GradientTransformationExtraArgs, with_extra_args_support
 from gradtx.fused import (
     CPU_CHUNK_SIZE,
     FlatLayout,
@@ -77,6 +99,8 @@ from gradtx.hyperparams import (
     inject_stateful_hyperparams,
     set_hyperparams,
 )
+from gradtx.lookahead import LookaheadParams, LookaheadState, lookahead
+from gradtx.microbatching import microbatch
 from gradtx.momentum import (
     EmaState,
     HeavyBallState,
@@ -88,7 +112,16 @@ from gradtx.momentum import (
     sgd,
     trace,
 )
-from gradtx.numerics import ApplyIfFiniteState, ZeroNansState, apply_if_finite, tree_all_finite, zero_nans
+from gradtx.monitoring import MonitorState, SnapshotState, measure_with_ema, monitor, snapshot
+from gradtx.numerics import (
+    ApplyIfFiniteState,
+    ZeroNansState,
+    apply_if_finite,
+    safe_norm,
+    safe_root_mean_squares,
+    tree_all_finite,
+    zero_nans,
+)
 from gradtx.regularization import (
     AddDecayedWeightsState,
     adaptive_grad_clip,
@@ -163,15 +196,50 @@ from gradtx.second_order import (
     scaled_conjugate_gradient,
     wolfe_line_search,
 )
-from gradtx.sign import RpropState, rprop, scale_by_rprop, scale_by_sign, sign_sgd
+from gradtx.sign import (
+    RpropState,
+    ScaleByLionState,
+    lion,
+    rprop,
+    scale_by_lion,
+    scale_by_rprop,
+    scale_by_sign,
+    sign_sgd,
+    signum,
+)
+from gradtx.state_utils import tree_map_params, value_and_grad_from_state
+from gradtx.step_size import (
+    ScaleByDistanceOverGradientsState,
+    polyak_sgd,
+    scale_by_distance_over_gradients,
+    scale_by_polyak,
+)
+from gradtx.stochastic import (
+    AddNoiseState,
+    ScaleByOptimisticGradientState,
+    add_noise,
+    noisy_sgd,
+    optimistic_gradient_descent,
+    scale_by_optimistic_gradient,
+    scale_by_stddev,
+    scale_gradient,
+)
 from gradtx.sweep import SweepResult, config_grid, config_samples, loss_curve, sweep
-from gradtx.tree_utils import (
-    check_trees_match,
-    saturating_increment,
-    tree_global_norm,
-    tree_zeros_like,
+from gradtx.target_updates import incremental_update, periodic_update
+from gradtx.tree_utils import check_trees_match, saturating_increment, tree_global_norm, tree_zeros_like
+from gradtx.tree_utils import saturating_increment as safe_increment
+from gradtx.tree_utils import saturating_increment as safe_int32_increment
+from gradtx.tree_utils import tree_global_norm as global_norm
+from gradtx.trust_ratio import (
+    FromageState,
+    ScaleByLarsState,
+    fromage,
+    lamb,
+    lars,
+    scale_by_param_block_norm,
+    scale_by_param_block_rms,
+    scale_by_trust_ratio,
 )
 
 __version__ = "0.1.0"
-
 __all__ = [name for name in dir() if not name.startswith("_")]

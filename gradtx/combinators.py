@@ -213,3 +213,8 @@ def freeze(mask: MaskOrFn) -> GradientTransformation:
     Matches ``optax.freeze``.
     """
     return masked(set_to_zero(), mask)
+
+
+# Optax's former names for ``partition`` and its state (``optax.multi_transform``, ``optax.MultiTransformState``).
+multi_transform = partition
+MultiTransformState = PartitionState

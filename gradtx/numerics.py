@@ -1,14 +1,15 @@
-"""Non-finite gradients: skip a step with ``apply_if_finite``, or zero the NaNs with ``zero_nans``.
+"""Numerical safety: skip non-finite steps, zero NaNs, norms with finite gradients at zero.
 
 One overflow in a backward pass puts an ``inf`` or ``nan`` into the gradient; fed to an adaptive
 method it enters the moving averages and stays there for good. ``apply_if_finite`` wraps any
 transformation and skips such steps without touching its state; ``zero_nans`` replaces NaN
-entries by zero and records where it did so.
+entries by zero and records where it did so. ``safe_norm`` and ``safe_root_mean_squares`` bound a
+norm from below without the NaN gradient that ``jnp.maximum(norm, bound)`` has at zero.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +17,7 @@ import numpy as np
 
 from gradtx.base import GradientTransformation, OptState, Params, PyTree
 from gradtx.combinators import _call_update
-from gradtx.tree_utils import saturating_increment, zero_step_count
+from gradtx.tree_utils import abs_sq, saturating_increment, zero_step_count
 
 
 def tree_all_finite(tree: PyTree) -> jax.Array:
@@ -152,3 +153,64 @@ def zero_nans() -> GradientTransformation:
         return updates, ZeroNansState(found_nan)
 
     return GradientTransformation(init_fn, update_fn)
+
+
+def safe_norm(
+    x: jax.Array,
+    min_norm: Any,
+    ord: int | float | str | None = None,
+    axis: int | tuple[int, ...] | None = None,
+    keepdims: bool = False,
+) -> jax.Array:
+    """``max(||x||, min_norm)`` whose gradient is finite everywhere, also at ``x = 0``.
+
+    .. math::
+        n(x) = \\max(\\|x\\|_{ord}, \\nu), \\qquad
+        \\nabla n(x) = 0 \\ \\text{where } \\|x\\|_{ord} \\le \\nu
+
+    ``jnp.maximum(jnp.linalg.norm(x), min_norm)`` has the right value but a NaN gradient at
+    ``x = 0``: the norm's derivative ``x / ||x||`` is ``0 / 0`` there, and the chain rule multiplies
+    it by the zero that ``maximum`` passes to the unselected branch (``0 * NaN = NaN``). Here the
+    norm is evaluated on ``x`` replaced by ones wherever the bound is selected, so the unselected
+    branch is finite.
+
+    Args:
+      x: an array.
+      min_norm: ``nu``, the lower bound of the result.
+      ord: the order of the norm, as in ``jnp.linalg.norm`` (default: 2-norm of a vector,
+        Frobenius norm of a matrix).
+      axis: the axis or pair of axes to reduce, as in ``jnp.linalg.norm``; default: all.
+      keepdims: keep the reduced axes with size one.
+
+    Matches ``optax.safe_norm`` (value and gradient).
+    """
+    x = jnp.asarray(x)
+    norm = jnp.linalg.norm(x, ord=ord, axis=axis, keepdims=True)
+    small = norm <= min_norm
+    # Why ones: any point with a finite norm derivative does; the branch it feeds is discarded.
+    masked_norm = jnp.linalg.norm(jnp.where(small, jnp.ones_like(x), x), ord=ord, axis=axis, keepdims=keepdims)
+    if not keepdims:
+        small = jnp.squeeze(small, axis=axis) if axis is not None else jnp.reshape(small, ())
+    return jnp.where(small, min_norm, masked_norm)
+
+
+def safe_root_mean_squares(x: jax.Array, min_rms: Any) -> jax.Array:
+    """``max(sqrt(mean(|x|^2)), min_rms)`` whose gradient is finite everywhere, also at ``x = 0``.
+
+    .. math::
+        r(x) = \\max\\Big(\\sqrt{\\tfrac{1}{n} \\textstyle\\sum_i |x_i|^2}, \\rho\\Big), \\qquad
+        \\nabla r(x) = 0 \\ \\text{where the bound } \\rho \\text{ is selected}
+
+    The square root is evaluated on ones wherever the bound is selected (see ``safe_norm``), so
+    its ``1 / (2 sqrt(0))`` never enters the gradient. Complex ``x`` contributes ``|x_i|^2``.
+
+    Args:
+      x: an array (all of its elements are averaged).
+      min_rms: ``rho``, the lower bound of the result.
+
+    Matches ``optax.safe_root_mean_squares`` (value and gradient).
+    """
+    x = jnp.asarray(x)
+    small = jnp.sqrt(jnp.mean(abs_sq(x))) <= min_rms
+    masked = jnp.where(small, jnp.ones_like(x), x)
+    return jnp.where(small, min_rms, jnp.sqrt(jnp.mean(abs_sq(masked))))

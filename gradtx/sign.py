@@ -1,23 +1,29 @@
-"""Methods that use only the sign of the gradient: signSGD and Rprop."""
+"""Methods that use only the sign of the gradient (or of a momentum): signSGD, Signum, Lion and Rprop."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from gradtx.base import EmptyState, GradientTransformation, Params, PyTree, ScalarOrSchedule
-from gradtx.combinators import chain
+from gradtx.base import EmptyState, GradientTransformation, Params, PyTree, ScalarOrSchedule, value_at
+from gradtx.combinators import MaskOrFn, chain
+from gradtx.momentum import ema
+from gradtx.regularization import add_decayed_weights
 from gradtx.scaling import scale, scale_by_learning_rate
 from gradtx.tree_utils import (
     cast_like,
     check_float_leaves,
     check_trees_match,
+    keep_dtype,
+    saturating_increment,
+    tree_cast,
     tree_full_like,
     tree_zeros_like,
+    zero_step_count,
 )
-from gradtx.validation import check_greater_than, check_less_than, check_non_negative, check_positive
+from gradtx.validation import check_decay, check_greater_than, check_less_than, check_non_negative, check_positive
 
 
 def scale_by_sign() -> GradientTransformation:
@@ -40,6 +46,148 @@ def sign_sgd(learning_rate: ScalarOrSchedule) -> GradientTransformation:
     Matches ``optax.sign_sgd``. Reference: Bernstein et al., "signSGD", ICML 2018.
     """
     return chain(scale_by_sign(), scale_by_learning_rate(learning_rate))
+
+
+def signum(
+    learning_rate: ScalarOrSchedule, beta: ScalarOrSchedule = 0.9, accumulator_dtype: Any = None
+) -> GradientTransformation:
+    """Signum: signSGD on a moving average of the gradient (sign momentum).
+
+    .. math::
+        m_t = \\beta m_{t-1} + (1 - \\beta) g_t, \\qquad w_t = w_{t-1} - \\eta_t \\operatorname{sign}(m_t)
+
+    with ``m_0 = 0``. The average is not debiased: ``1 - beta^t`` > 0 does not change a sign.
+
+    Args:
+      learning_rate: ``eta`` >= 0 or a schedule.
+      beta: ``beta`` in [0, 1) or a schedule. Default 0.9.
+      accumulator_dtype: dtype of ``m``; default the parameter's dtype.
+
+    State: ``(EmaState(step_count, ema=m), EmptyState(), ScaleByScheduleState(step_count))``.
+    Matches ``optax.signum`` and ``pytorch_optimizer.SignSGD(momentum=beta)``.
+    Reference: Bernstein, Wang, Azizzadenesheli, Anandkumar, "signSGD: Compressed optimisation
+    for non-convex problems", ICML 2018 (Algorithm 3), arXiv:1802.04434.
+    """
+    check_non_negative(learning_rate, "learning_rate")
+    check_decay(beta, "beta")
+    return chain(
+        ema(beta, debias=False, accumulator_dtype=accumulator_dtype),
+        scale_by_sign(),
+        scale_by_learning_rate(learning_rate),
+    )
+
+
+class ScaleByLionState(NamedTuple):
+    """State of ``scale_by_lion``: the step ``count`` and the momentum ``mu`` (``m`` below)."""
+
+    count: jax.Array
+    mu: PyTree
+
+
+_LION_MODES = ("hard", "smooth", "refined")
+
+
+def scale_by_lion(
+    b1: ScalarOrSchedule = 0.9,
+    b2: ScalarOrSchedule = 0.99,
+    mu_dtype: Any = None,
+    *,
+    mode: Literal["hard", "smooth", "refined"] = "hard",
+    smooth_beta: float = 1.0,
+) -> GradientTransformation:
+    """Lion's direction: the sign of an interpolation of the momentum and the gradient.
+
+    .. math::
+        c_t = \\beta_1 m_{t-1} + (1 - \\beta_1) g_t, \\qquad u_t = s(c_t), \\qquad
+        m_t = \\beta_2 m_{t-1} + (1 - \\beta_2) g_t
+
+    with ``m_0 = 0`` and ``s = sign`` (``mode="hard"``, the paper's), ``s(c) = tanh(smooth_beta c)``
+    (``"smooth"``) or ``s(c) = c`` where ``|c| < 1`` and ``sign(c)`` elsewhere (``"refined"``).
+    The step uses ``beta_1``; the momentum kept for the next step uses ``beta_2``.
+
+    Args:
+      b1: ``beta_1`` in [0, 1) or a schedule. Default 0.9.
+      b2: ``beta_2`` in [0, 1) or a schedule. Default 0.99.
+      mu_dtype: storage dtype of ``m``; default the parameter's dtype.
+      mode: ``"hard"``, ``"smooth"`` or ``"refined"``. Default ``"hard"``.
+      smooth_beta: the slope of ``tanh`` in ``"smooth"`` mode, > 0. Default 1.
+
+    State: ``ScaleByLionState(count, mu=m)``. Matches ``optax.scale_by_lion``.
+    Reference: Chen et al., "Symbolic Discovery of Optimization Algorithms", NeurIPS 2023,
+    arXiv:2302.06675 (Program 1).
+    """
+    check_decay(b1, "b1")
+    check_decay(b2, "b2")
+    check_positive(smooth_beta, "smooth_beta")
+    if mode not in _LION_MODES:
+        raise ValueError(f"mode must be one of {_LION_MODES}, got {mode!r}.")
+
+    def direction(c):
+        if mode == "hard":
+            return jnp.sign(c)
+        if mode == "smooth":
+            return jnp.tanh(cast_like(smooth_beta, c) * c)
+        return jnp.where(jnp.abs(c) < 1, c, jnp.sign(c))
+
+    def init_fn(params: Params) -> ScaleByLionState:
+        check_float_leaves(params)
+        return ScaleByLionState(zero_step_count(), tree_zeros_like(params, mu_dtype))
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args
+        check_trees_match(updates, state.mu, name="updates", reference_name="lion state")
+        beta1, beta2 = value_at(b1, state.count), value_at(b2, state.count)
+
+        def step(g, m):
+            c = cast_like(1 - beta1, m) * g + cast_like(beta1, m) * m
+            return keep_dtype(direction(c), g.dtype)
+
+        new_updates = jax.tree.map(step, updates, state.mu)
+        mu = jax.tree.map(lambda g, m: cast_like(beta2, m) * m + cast_like(1 - beta2, m) * g, updates, state.mu)
+        return new_updates, ScaleByLionState(saturating_increment(state.count), tree_cast(mu, mu_dtype))
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def lion(
+    learning_rate: ScalarOrSchedule,
+    b1: ScalarOrSchedule = 0.9,
+    b2: ScalarOrSchedule = 0.99,
+    mu_dtype: Any = None,
+    weight_decay: ScalarOrSchedule = 1e-3,
+    mask: MaskOrFn | None = None,
+) -> GradientTransformation:
+    """Lion (EvoLved Sign Momentum): a sign step on interpolated momentum, with decoupled weight decay.
+
+    .. math::
+        c_t = \\beta_1 m_{t-1} + (1 - \\beta_1) g_t, \\qquad
+        w_t = w_{t-1} - \\eta_t (\\operatorname{sign}(c_t) + \\lambda w_{t-1}), \\qquad
+        m_t = \\beta_2 m_{t-1} + (1 - \\beta_2) g_t
+
+    Every coordinate moves by exactly ``eta`` (plus the decay), so Lion's learning rate is
+    usually 3-10x smaller than AdamW's and its ``lambda`` 3-10x larger. The decay is multiplied
+    by ``eta_t``, as in the paper's Program 1 and ``torch`` (not by a schedule multiplier only).
+
+    Args:
+      learning_rate: ``eta`` >= 0 or a schedule.
+      b1: ``beta_1`` in [0, 1) or a schedule. Default 0.9.
+      b2: ``beta_2`` in [0, 1) or a schedule. Default 0.99.
+      mu_dtype: storage dtype of ``m``; default the parameter's dtype.
+      weight_decay: ``lambda`` >= 0 or a schedule. Default 1e-3.
+      mask: tree of booleans (or ``params -> tree``) selecting the leaves to decay. Default all.
+
+    State: ``(ScaleByLionState(count, mu), AddDecayedWeightsState(step_count),
+    ScaleByScheduleState(step_count))``. Matches ``optax.lion`` and
+    ``pytorch_optimizer.Lion(lr, betas=(b1, b2), weight_decay)``.
+    Reference: Chen et al., "Symbolic Discovery of Optimization Algorithms", NeurIPS 2023,
+    arXiv:2302.06675.
+    """
+    check_non_negative(learning_rate, "learning_rate")
+    return chain(
+        scale_by_lion(b1=b1, b2=b2, mu_dtype=mu_dtype),
+        add_decayed_weights(weight_decay, mask),
+        scale_by_learning_rate(learning_rate),
+    )
 
 
 class RpropState(NamedTuple):

@@ -15,7 +15,6 @@ import numpy as np
 PyTree = Any
 
 STEP_COUNT_DTYPE = jnp.int32
-_STEP_COUNT_MAX = np.iinfo(np.int32).max
 
 
 def zero_step_count() -> jax.Array:
@@ -23,11 +22,26 @@ def zero_step_count() -> jax.Array:
     return jnp.zeros([], STEP_COUNT_DTYPE)
 
 
-def saturating_increment(step_count: jax.Array) -> jax.Array:
-    """``min(t + 1, int32 max)``: a step counter that never wraps around to a negative value."""
-    return jnp.where(
-        step_count < _STEP_COUNT_MAX, step_count + 1, jnp.asarray(_STEP_COUNT_MAX, step_count.dtype)
-    )
+def saturating_increment(count: jax.Array) -> jax.Array:
+    """``min(t + 1, M)`` with ``M`` the largest value of ``t``'s dtype: a counter that never wraps around.
+
+    For the int32 step counters of every transformation ``M = 2^31 - 1``; any other integer or
+    floating dtype saturates at its own maximum. Also exported as ``gradtx.safe_increment`` and
+    ``gradtx.safe_int32_increment``; matches ``optax.safe_increment``.
+
+    Raises:
+      ValueError: ``count`` is neither an integer nor a floating-point number (Optax's error).
+    """
+    count = jnp.asarray(count)
+    dtype = count.dtype
+    if jnp.issubdtype(dtype, jnp.integer):
+        max_value = np.iinfo(dtype).max
+    elif jnp.issubdtype(dtype, jnp.floating):
+        max_value = float(jnp.finfo(dtype).max)
+    else:
+        raise ValueError(f"count must have an integer or floating dtype to be incremented safely, got {dtype}.")
+    max_value = np.asarray(max_value, dtype)
+    return jnp.where(count < max_value, count + np.asarray(1, dtype), max_value)
 
 
 def tree_zeros_like(tree: PyTree, dtype: Any = None) -> PyTree:
@@ -35,9 +49,12 @@ def tree_zeros_like(tree: PyTree, dtype: Any = None) -> PyTree:
     return jax.tree.map(lambda x: jnp.zeros(jnp.shape(x), dtype or jnp.result_type(x)), tree)
 
 
-def tree_full_like(tree: PyTree, value: float, dtype: Any = None) -> PyTree:
-    """``value`` broadcast to each leaf's shape, with its dtype unless ``dtype`` is given."""
-    return jax.tree.map(lambda x: jnp.full(jnp.shape(x), value, dtype or jnp.result_type(x)), tree)
+def tree_full_like(tree: PyTree, fill_value: Any, dtype: Any = None) -> PyTree:
+    """``fill_value`` broadcast to each leaf's shape, with its dtype unless ``dtype`` is given.
+
+    Also ``gradtx.tree.full_like``; matches ``optax.tree.full_like``.
+    """
+    return jax.tree.map(lambda x: jnp.full(jnp.shape(x), fill_value, dtype or jnp.result_type(x)), tree)
 
 
 def tree_cast(tree: PyTree, dtype: Any) -> PyTree:
@@ -47,25 +64,43 @@ def tree_cast(tree: PyTree, dtype: Any) -> PyTree:
     return jax.tree.map(lambda x: jnp.asarray(x).astype(dtype), tree)
 
 
+def abs_sq(x: jax.Array) -> jax.Array:
+    """``|x|^2`` element-wise: ``x^2`` for real ``x``, ``re(x)^2 + im(x)^2`` (a real array) for complex ``x``."""
+    x = jnp.asarray(x)
+    if jnp.iscomplexobj(x):
+        return jnp.square(x.real) + jnp.square(x.imag)
+    return jnp.square(x)
+
+
 def tree_sum_of_squares(tree: PyTree) -> jax.Array:
-    """``sum_i x_i^2`` over every element of every leaf, accumulated in float32 or wider."""
+    """``sum_i |x_i|^2`` over every element of every leaf, accumulated in float32 or wider.
+
+    Complex leaves contribute ``|x_i|^2``; the result is real. A tree of float32 and float64
+    leaves sums in float64.
+    """
     leaves = jax.tree.leaves(tree)
     if not leaves:
         return jnp.zeros([], jnp.float32)
-    return sum(
-        jnp.sum(jnp.square(jnp.asarray(x).astype(jnp.promote_types(jnp.result_type(x), jnp.float32))))
-        for x in leaves
-    )
+
+    def leaf_sum(x):
+        squares = abs_sq(x)
+        return jnp.sum(squares.astype(jnp.promote_types(jnp.result_type(squares), jnp.float32)))
+
+    return sum(leaf_sum(x) for x in leaves)
 
 
 def tree_global_norm(tree: PyTree) -> jax.Array:
-    """The Euclidean norm of all elements of the tree taken as one vector."""
+    """The Euclidean norm of all elements of the tree taken as one vector: ``sqrt(sum_i |x_i|^2)``.
+
+    Accumulated in float32 or wider, so bfloat16 and float16 trees neither overflow nor lose the
+    small leaves. Also exported as ``gradtx.global_norm`` (``optax.global_norm``).
+    """
     return jnp.sqrt(tree_sum_of_squares(tree))
 
 
 def tree_vdot(a: PyTree, b: PyTree) -> jax.Array:
-    """``<a, b>`` summed over all leaves (real trees)."""
-    products = jax.tree.map(lambda x, y: jnp.sum(x * y), a, b)
+    """``<a, b> = sum_i conj(a_i) b_i`` summed over all leaves (``jnp.vdot``'s convention for complex)."""
+    products = jax.tree.map(lambda x, y: jnp.sum((jnp.conj(x) if jnp.iscomplexobj(x) else x) * y), a, b)
     leaves = jax.tree.leaves(products)
     return sum(leaves) if leaves else jnp.zeros([], jnp.float32)
 

@@ -30,6 +30,10 @@ TRANSFORMS = {
     "clip": lambda: gradtx.clip(0.5),
     "clip_by_global_norm": lambda: gradtx.clip_by_global_norm(0.5),
     "adaptive_grad_clip": lambda: gradtx.adaptive_grad_clip(0.1),
+    "clip_by_block_rms": lambda: gradtx.clip_by_block_rms(0.1),
+    "centralize": lambda: gradtx.centralize(),
+    "normalize_by_update_norm": lambda: gradtx.normalize_by_update_norm(-0.1),
+    "keep_params_nonnegative": lambda: gradtx.chain(gradtx.sgd(0.1), gradtx.keep_params_nonnegative()),
     "sgd": lambda: gradtx.sgd(0.1),
     "sgd_momentum": lambda: gradtx.sgd(0.1, momentum=0.9, nesterov=True),
     "adagrad": lambda: gradtx.adagrad(0.1),
@@ -44,6 +48,19 @@ TRANSFORMS = {
     "rprop": lambda: gradtx.rprop(1e-3),
     "sign_sgd": lambda: gradtx.sign_sgd(1e-3),
     "masked_adam": lambda: gradtx.masked(gradtx.adam(1e-3), lambda p: jax.tree.map(lambda x: x.ndim > 0, p)),
+    "apply_every": lambda: gradtx.chain(gradtx.apply_every(2), gradtx.sgd(0.1)),
+    "multi_steps_adam": lambda: gradtx.MultiSteps(gradtx.adam(1e-3), 2).gradient_transformation(),
+    "multi_steps_skip_not_finite": lambda: gradtx.MultiSteps(
+        gradtx.sgd(0.1, momentum=0.9), 2, should_skip_update_fn=gradtx.skip_not_finite
+    ).gradient_transformation(),
+    "conditionally_mask_adam": lambda: gradtx.conditionally_mask(gradtx.adam(1e-3), lambda step: step % 2 == 0),
+    "conditionally_transform_adam": lambda: gradtx.chain(
+        gradtx.conditionally_transform(gradtx.scale_by_adam(), lambda step: step % 2 == 1), gradtx.scale(-1e-3)
+    ),
+    "monitor_then_adam": lambda: gradtx.chain(
+        gradtx.monitor({"norm": gradtx.tree_global_norm, "ema": gradtx.measure_with_ema(gradtx.tree_global_norm, 0.9)}),
+        gradtx.adam(1e-3),
+    ),
 }
 
 

@@ -41,8 +41,18 @@ METHOD_MODULES = (
     "gradtx.schedules",
     "gradtx.numerics",
     "gradtx.accumulation",
+    "gradtx.lookahead",
+    "gradtx.conditionality",
+    "gradtx.monitoring",
+    "gradtx.target_updates",
     "gradtx.nn.",
     "gradtx.second_order.",
+    "gradtx.constraints",
+    "gradtx.clipping",
+    "gradtx.projections",
+    "gradtx.trust_ratio",
+    "gradtx.step_size",
+    "gradtx.stochastic",
 )
 BUILDERS = ("GradientTransformation", "Layer", "Initializer")
 

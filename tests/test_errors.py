@@ -40,6 +40,13 @@ def test_negative_learning_rate_names_the_argument(make):
         (lambda: gradtx.rprop(0.1, eta_minus=0.0), "eta_minus"),
         (lambda: gradtx.rprop(0.0), "learning_rate"),
         (lambda: gradtx.rprop(0.1, min_step_size=-1e-6), "min_step_size"),
+        (lambda: gradtx.MultiSteps(gradtx.sgd(0.1), every_k_schedule=0), "every_k_schedule"),
+        (lambda: gradtx.apply_every(0), "k"),
+        (lambda: gradtx.lookahead(gradtx.sgd(0.1), 0, 0.5), "sync_period"),
+        (lambda: gradtx.lookahead(gradtx.sgd(0.1), 5, -0.5), "slow_step_size"),
+        (lambda: gradtx.measure_with_ema(gradtx.tree_global_norm, 1.0), "decay"),
+        (lambda: gradtx.incremental_update({"w": 1.0}, {"w": 0.0}, 2.0), "step_size"),
+        (lambda: gradtx.periodic_update({"w": 1.0}, {"w": 0.0}, 1, 0), "update_period"),
     ],
 )
 def test_hyperparameter_out_of_range_names_the_argument(make, argument):
