@@ -124,6 +124,7 @@ from gradtx.numerics import (
 )
 from gradtx.regularization import (
     AddDecayedWeightsState,
+    ClipByGlobalNormState,
     adaptive_grad_clip,
     add_decayed_weights,
     clip,

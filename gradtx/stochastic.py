@@ -22,7 +22,7 @@ from gradtx.tree_utils import (
     tree_zeros_like,
     zero_step_count,
 )
-from gradtx.validation import check_non_negative
+from gradtx.validation import check_non_negative, check_schedule_arguments
 
 
 class AddNoiseState(NamedTuple):
@@ -47,6 +47,7 @@ def _as_key(key: Any) -> jax.Array:
     )
 
 
+@check_schedule_arguments
 def add_noise(eta: float, gamma: float, key: jax.Array | int | None = None) -> GradientTransformation:
     """Adds annealed Gaussian noise to the updates.
 
@@ -92,6 +93,7 @@ def add_noise(eta: float, gamma: float, key: jax.Array | int | None = None) -> G
     return GradientTransformation(init_fn, update_fn)
 
 
+@check_schedule_arguments
 def noisy_sgd(
     learning_rate: ScalarOrSchedule, eta: float = 0.01, gamma: float = 0.55, key: jax.Array | int | None = None
 ) -> GradientTransformation:
@@ -116,6 +118,7 @@ def noisy_sgd(
     return chain(add_noise(eta, gamma, key), scale_by_learning_rate(learning_rate))
 
 
+@check_schedule_arguments
 def scale_by_stddev(
     decay: ScalarOrSchedule = 0.9,
     eps: float = 1e-8,
@@ -167,6 +170,7 @@ def _check_coefficient(value: Any, name: str) -> None:
     check_non_negative(value, name)
 
 
+@check_schedule_arguments
 def scale_by_optimistic_gradient(alpha: float = 1.0, beta: float = 1.0) -> GradientTransformation:
     """The generalised optimistic gradient: the current gradient plus a correction by the last one.
 
@@ -206,6 +210,7 @@ def scale_by_optimistic_gradient(alpha: float = 1.0, beta: float = 1.0) -> Gradi
     return GradientTransformation(init_fn, update_fn)
 
 
+@check_schedule_arguments
 def optimistic_gradient_descent(
     learning_rate: ScalarOrSchedule, alpha: float = 1.0, beta: float = 1.0
 ) -> GradientTransformation:

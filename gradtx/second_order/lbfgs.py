@@ -23,6 +23,7 @@ from gradtx.second_order._common import (
 )
 from gradtx.second_order.line_search import wolfe_line_search
 from gradtx.tree_utils import check_trees_match, saturating_increment, tree_vdot, zero_step_count
+from gradtx.validation import check_schedule_arguments
 
 PyTree = Any
 
@@ -92,6 +93,7 @@ def lbfgs_direction(gradient: PyTree, state: LbfgsState) -> PyTree:
     return jax.lax.fori_loop(0, memory, second_loop, r)
 
 
+@check_schedule_arguments
 def lbfgs(
     memory_size: int = 10,
     c1: float = 1e-4,

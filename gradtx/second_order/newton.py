@@ -25,6 +25,7 @@ from gradtx.second_order._common import (
 from gradtx.second_order.curvature import conjugate_gradient_solve, hessian_operator
 from gradtx.second_order.line_search import backtracking_line_search
 from gradtx.tree_utils import check_trees_match, saturating_increment, tree_vdot, zero_step_count
+from gradtx.validation import check_schedule_arguments
 
 PyTree = Any
 
@@ -44,6 +45,7 @@ class NewtonState(NamedTuple):
     solver_iterations: jax.Array
 
 
+@check_schedule_arguments
 def newton(
     learning_rate: float | jax.Array | Callable[[jax.Array], jax.Array] = 1.0,
     damping: float = 0.0,
