@@ -38,7 +38,7 @@ METHOD_MODULES = (
     "gradtx.adam",
     "gradtx.sign",
     "gradtx.regularization",
-    "gradtx.schedules",
+    "gradtx.schedules.",
     "gradtx.numerics",
     "gradtx.accumulation",
     "gradtx.lookahead",
