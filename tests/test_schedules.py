@@ -576,3 +576,19 @@ def test_invalid_arguments_raise(build, message):
 def test_accepts_numpy_and_jax_integer_steps():
     schedule = linear_schedule(1.0, 0.0, np.int64(4), transition_begin=jnp.asarray(2))
     assert schedule(jnp.int32(4)) == 0.5
+
+
+@pytest.mark.parametrize("x64", [True, False])
+def test_lengths_beyond_int32(x64):
+    # decay_steps, boundaries and transition_begin past 2**31 used to overflow the int32 step count.
+    long = 2**40
+    with jax.enable_x64(x64):
+        last = jnp.int32(2**31 - 1)
+        cosine = cosine_decay_schedule(1.0, long)
+        expected = 0.5 * (1 + math.cos(math.pi * (2**31 - 1) / long))
+        for value in (cosine(last), jax.jit(cosine)(last)):
+            np.testing.assert_allclose(value, expected, rtol=1e-6)
+        assert float(join_schedules([1.0, 2.0], [long])(last)) == 1.0
+        assert float(exponential_decay(1.0, 10, 0.5, transition_begin=long)(last)) == 1.0
+        assert float(piecewise_constant_schedule(1.0, {long: 0.5})(last)) == 1.0
+        assert float(warmup_cosine_decay_schedule(0.0, 1.0, 10, long)(jnp.int32(10))) == 1.0
