@@ -1,6 +1,7 @@
 """Schedules against Optax, torch.optim.lr_scheduler and values written out by hand."""
 
 import functools
+import inspect
 import math
 
 import jax
@@ -592,3 +593,15 @@ def test_lengths_beyond_int32(x64):
         assert float(exponential_decay(1.0, 10, 0.5, transition_begin=long)(last)) == 1.0
         assert float(piecewise_constant_schedule(1.0, {long: 0.5})(last)) == 1.0
         assert float(warmup_cosine_decay_schedule(0.0, 1.0, 10, long)(jnp.int32(10))) == 1.0
+
+
+def test_every_optax_schedules_name_with_its_arguments_and_defaults():
+    import gradtx
+
+    for name in sorted(n for n in dir(optax.schedules) if not n.startswith("_")):
+        theirs = getattr(optax.schedules, name)
+        ours = getattr(gradtx.schedules, name)
+        assert ours is getattr(gradtx, name, ours), name  # flat at the top level too
+        if inspect.isfunction(theirs):
+            spell = lambda f: [(p.name, p.default, p.kind) for p in inspect.signature(f).parameters.values()]
+            assert spell(ours) == spell(theirs), name
