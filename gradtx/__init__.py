@@ -136,7 +136,14 @@ from gradtx.fused import (
     fused_sgd,
     fused_train_step,
 )
-from gradtx.hyperparams import InjectHyperparamsState, get_hyperparams, inject_hyperparams, set_hyperparams
+from gradtx.hyperparams import (
+    InjectHyperparamsState,
+    InjectStatefulHyperparamsState,
+    get_hyperparams,
+    inject_hyperparams,
+    inject_stateful_hyperparams,
+    set_hyperparams,
+)
 from gradtx.lookahead import LookaheadParams, LookaheadState, lookahead
 from gradtx.losses import (
     convex_kl_divergence,
@@ -191,6 +198,7 @@ from gradtx.optimistic import (
 )
 from gradtx.regularization import (
     AddDecayedWeightsState,
+    ClipByGlobalNormState,
     adaptive_grad_clip,
     add_decayed_weights,
     clip,
@@ -210,17 +218,26 @@ from gradtx.rms import (
 )
 from gradtx.scaling import ScaleByScheduleState, scale, scale_by_learning_rate, scale_by_schedule
 from gradtx.schedules import (
+    StatefulSchedule,
+    WrappedSchedule,
+    WrappedScheduleState,
     as_schedule,
     constant_schedule,
     cosine_decay_schedule,
+    cosine_onecycle_schedule,
     exponential_decay,
     harmonic_decay_schedule,
     join_schedules,
+    linear_onecycle_schedule,
     linear_schedule,
     piecewise_constant_schedule,
+    piecewise_interpolate_schedule,
     polynomial_schedule,
+    sgdr_schedule,
     step_decay_schedule,
+    warmup_constant_schedule,
     warmup_cosine_decay_schedule,
+    warmup_exponential_decay_schedule,
 )
 from gradtx.second_order import (
     ConjugateGradientResult,

@@ -26,6 +26,7 @@ from gradtx.tree_utils import (
     tree_zeros_like,
     zero_step_count,
 )
+from gradtx.validation import check_schedule_arguments
 
 
 class AccumulationState(NamedTuple):
@@ -41,6 +42,7 @@ class AccumulationState(NamedTuple):
     inner_state: OptState
 
 
+@check_schedule_arguments
 def accumulate_gradients(
     inner: GradientTransformation, num_micro_batches: int, *, accumulator_dtype: Any = None
 ) -> GradientTransformation:
@@ -134,6 +136,7 @@ class ApplyEvery(NamedTuple):
     grad_acc: PyTree
 
 
+@check_schedule_arguments
 def apply_every(k: int = 1) -> GradientTransformation:
     """Sums the updates of ``k`` consecutive steps and emits the sum on every ``k``-th step.
 

@@ -30,7 +30,7 @@ from gradtx.tree_utils import (
     tree_zeros_like,
     zero_step_count,
 )
-from gradtx.validation import check_decay, check_non_negative, check_positive
+from gradtx.validation import check_decay, check_non_negative, check_positive, check_schedule_arguments
 
 
 class AdamState(NamedTuple):
@@ -57,6 +57,7 @@ def _check_betas(b1: Any, b2: Any) -> None:
     check_decay(b2, "b2")
 
 
+@check_schedule_arguments
 def scale_by_adam(
     b1: ScalarOrSchedule = 0.9,
     b2: ScalarOrSchedule = 0.999,
@@ -139,6 +140,7 @@ def scale_by_adam(
     return GradientTransformation(init_fn, update_fn)
 
 
+@check_schedule_arguments
 def scale_by_adamax(
     b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999, eps: float = 1e-8
 ) -> GradientTransformation:
@@ -187,6 +189,7 @@ class AmsgradState(NamedTuple):
     nu_max: PyTree
 
 
+@check_schedule_arguments
 def scale_by_amsgrad(
     b1: ScalarOrSchedule = 0.9,
     b2: ScalarOrSchedule = 0.999,
@@ -252,6 +255,7 @@ def scale_by_amsgrad(
     return GradientTransformation(init_fn, update_fn)
 
 
+@check_schedule_arguments
 def adam(
     learning_rate: ScalarOrSchedule,
     b1: ScalarOrSchedule = 0.9,
@@ -284,6 +288,7 @@ def adam(
     )
 
 
+@check_schedule_arguments
 def adamw(
     learning_rate: ScalarOrSchedule,
     b1: ScalarOrSchedule = 0.9,
@@ -316,8 +321,9 @@ def adamw(
     )
 
 
+@check_schedule_arguments
 def adamax(
-    learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
+    learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999, eps: float = 1e-8
 ) -> GradientTransformation:
     """AdaMax: ``w_t = w_{t-1} - eta_t m_t / ((1 - beta_1^t) u_t)``.
 
@@ -330,6 +336,7 @@ def adamax(
     return chain(scale_by_adamax(b1, b2, eps), scale_by_learning_rate(learning_rate))
 
 
+@check_schedule_arguments
 def nadam(
     learning_rate: ScalarOrSchedule,
     b1: ScalarOrSchedule = 0.9,
@@ -353,10 +360,11 @@ def nadam(
     return adam(learning_rate, b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov)
 
 
+@check_schedule_arguments
 def amsgrad(
     learning_rate: ScalarOrSchedule,
-    b1: float = 0.9,
-    b2: float = 0.999,
+    b1: ScalarOrSchedule = 0.9,
+    b2: ScalarOrSchedule = 0.999,
     eps: float = 1e-8,
     eps_root: float = 0.0,
     mu_dtype: Any = None,

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from gradtx.base import EmptyState, GradientTransformation, Params, PyTree
 from gradtx.tree_utils import abs_sq, cast_like, path_to_str, tree_global_norm
-from gradtx.validation import check_non_negative, check_positive
+from gradtx.validation import check_non_negative, check_positive, check_schedule_arguments
 
 
 def _empty_init(params: Params) -> EmptyState:
@@ -24,6 +24,7 @@ def _empty_init(params: Params) -> EmptyState:
     return EmptyState()
 
 
+@check_schedule_arguments
 def clip_by_block_rms(threshold: float) -> GradientTransformation:
     """Rescales each leaf (block) whose root mean square exceeds ``threshold`` down to it.
 

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 from gradtx.base import EmptyState, GradientTransformation, Params
 from gradtx.tree_utils import cast_like, check_trees_match, tree_global_norm
-from gradtx.validation import check_non_negative
+from gradtx.validation import check_non_negative, check_schedule_arguments
 
 NonNegativeParamsState = EmptyState
 
@@ -84,6 +84,7 @@ def centralize() -> GradientTransformation:
     return GradientTransformation(_empty_init, update_fn)
 
 
+@check_schedule_arguments
 def normalize_by_update_norm(scale_factor: float = 1.0, eps: float = 1e-6) -> GradientTransformation:
     """Divides the update by its global norm: a step of fixed length ``scale_factor``.
 

@@ -49,6 +49,7 @@ from gradtx.adam import adam
 from gradtx.base import GradientTransformation, OptState, Params, PyTree, ScalarOrSchedule, apply_updates
 from gradtx.momentum import sgd
 from gradtx.rms import rmsprop
+from gradtx.validation import check_schedule_arguments
 
 # A good ``chunk_size`` on a CPU: with Adam's four float32 streams a chunk is 256 KiB, half of a
 # core's L2 cache, and the loop's fixed cost per chunk (a few microseconds of XLA:CPU's runtime)
@@ -371,6 +372,7 @@ def _buffer_step(
     return params, state
 
 
+@check_schedule_arguments
 def fuse(inner: GradientTransformation, *, chunk_size: int = 0) -> FusedOptimizer:
     """Runs an elementwise transformation on flat buffers and applies its step in place.
 
@@ -491,6 +493,7 @@ def flatten(inner: GradientTransformation) -> GradientTransformation:
     return GradientTransformation(init_fn, update_fn)
 
 
+@check_schedule_arguments
 def fused_adam(
     learning_rate: ScalarOrSchedule,
     b1: ScalarOrSchedule = 0.9,
@@ -523,6 +526,7 @@ def fused_adam(
     return fuse(inner, chunk_size=chunk_size)
 
 
+@check_schedule_arguments
 def fused_sgd(
     learning_rate: ScalarOrSchedule,
     momentum: ScalarOrSchedule | None = None,
@@ -548,6 +552,7 @@ def fused_sgd(
     return fuse(sgd(learning_rate, momentum, nesterov, accumulator_dtype), chunk_size=chunk_size)
 
 
+@check_schedule_arguments
 def fused_rmsprop(
     learning_rate: ScalarOrSchedule,
     decay: ScalarOrSchedule = 0.9,

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from gradtx.base import GradientTransformation, OptState, Params
 from gradtx.extra_args import with_extra_args_support
 from gradtx.tree_utils import cast_like, check_trees_match, zero_step_count
-from gradtx.validation import check_non_negative
+from gradtx.validation import check_non_negative, check_schedule_arguments
 
 
 class LookaheadState(NamedTuple):
@@ -46,6 +46,7 @@ class LookaheadParams(NamedTuple):
         return cls(fast=params, slow=params)
 
 
+@check_schedule_arguments
 def lookahead(
     fast_optimizer: GradientTransformation,
     sync_period: int,

@@ -18,6 +18,7 @@ import numpy as np
 from gradtx.base import GradientTransformation, OptState, Params, PyTree
 from gradtx.combinators import _call_update
 from gradtx.tree_utils import abs_sq, saturating_increment, zero_step_count
+from gradtx.validation import check_schedule_arguments
 
 
 def tree_all_finite(tree: PyTree) -> jax.Array:
@@ -51,6 +52,7 @@ class ApplyIfFiniteState(NamedTuple):
     inner_state: OptState
 
 
+@check_schedule_arguments
 def apply_if_finite(inner: GradientTransformation, max_consecutive_errors: int) -> GradientTransformation:
     """Runs ``inner`` only on finite gradients; a non-finite step leaves everything as it was.
 

@@ -16,7 +16,7 @@ from gradtx.tree_utils import (
     tree_global_norm,
     zero_step_count,
 )
-from gradtx.validation import check_non_negative, check_positive
+from gradtx.validation import check_non_negative, check_positive, check_schedule_arguments
 
 _PARAMS_REQUIRED = "{name} needs the parameters: call update(updates, state, params)."
 
@@ -60,6 +60,7 @@ def add_decayed_weights(weight_decay: ScalarOrSchedule = 0.0, mask: MaskOrFn | N
     return transform if mask is None else masked(transform, mask)
 
 
+@check_schedule_arguments
 def clip(max_delta: float) -> GradientTransformation:
     """Element-wise clipping: ``u_i = min(max(g_i, -delta), delta)``; no state.
 
@@ -83,22 +84,48 @@ def clip(max_delta: float) -> GradientTransformation:
     return GradientTransformation(init_fn, update_fn)
 
 
-def clip_by_global_norm(max_norm: float) -> GradientTransformation:
-    """Rescales the whole update tree so that its global norm is at most ``c``; no state.
+class ClipByGlobalNormState(NamedTuple):
+    """State of ``clip_by_global_norm`` with a scheduled ``max_norm``: the step count."""
+
+    step_count: jax.Array
+
+
+def clip_by_global_norm(max_norm: ScalarOrSchedule) -> GradientTransformation:
+    """Rescales the whole update tree so that its global norm is at most ``c``.
 
     .. math::
-        u = g \\ \\text{if } \\|g\\|_2 < c, \\qquad u = g \\, c / \\|g\\|_2 \\ \\text{otherwise}
+        u = g \\ \\text{if } \\|g\\|_2 < c_t, \\qquad u = g \\, c_t / \\|g\\|_2 \\ \\text{otherwise}
 
     where ``||g||_2`` is the norm of all leaves taken as one vector.
 
     Args:
-      max_norm: ``c`` > 0.
+      max_norm: ``c`` > 0, a number, an array or a schedule ``t -> c_t``.
 
+    State: ``EmptyState()`` for a number or an array, as in Optax; ``ClipByGlobalNormState(step_count)``
+    for a schedule, evaluated at the step count (Optax's takes no schedule).
     Matches ``optax.clip_by_global_norm``; ``torch.nn.utils.clip_grad_norm_`` uses
     ``c / (||g|| + 1e-6)`` and so differs in the sixth digit.
     Reference: Pascanu, Mikolov, Bengio, ICML 2013.
     """
     check_positive(max_norm, "max_norm")
+
+    def clipped(updates, threshold):
+        norm = tree_global_norm(updates)
+        scale = jnp.where(norm < threshold, 1.0, threshold / jnp.maximum(norm, jnp.finfo(norm.dtype).tiny))
+        return jax.tree.map(lambda g: g * cast_like(scale, g), updates)
+
+    if callable(max_norm):
+
+        def scheduled_init(params: Params) -> ClipByGlobalNormState:
+            del params
+            return ClipByGlobalNormState(zero_step_count())
+
+        def scheduled_update(updates, state, params=None, **extra_args):
+            del params, extra_args
+            new_state = ClipByGlobalNormState(saturating_increment(state.step_count))
+            return clipped(updates, max_norm(state.step_count)), new_state
+
+        return GradientTransformation(scheduled_init, scheduled_update)
 
     def init_fn(params: Params) -> EmptyState:
         del params
@@ -106,9 +133,7 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
-        norm = tree_global_norm(updates)
-        scale = jnp.where(norm < max_norm, 1.0, max_norm / jnp.maximum(norm, jnp.finfo(norm.dtype).tiny))
-        return jax.tree.map(lambda g: g * cast_like(scale, g), updates), state
+        return clipped(updates, max_norm), state
 
     return GradientTransformation(init_fn, update_fn)
 
@@ -136,6 +161,7 @@ def unitwise_norm(x: jax.Array, axis: int | tuple[int, ...] | None = None) -> ja
     return jnp.broadcast_to(jnp.sqrt(squared), x.shape)
 
 
+@check_schedule_arguments
 def adaptive_grad_clip(
     clipping: float, eps: float = 1e-3, axis: int | tuple[int, ...] | None = None
 ) -> GradientTransformation:

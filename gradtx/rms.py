@@ -31,7 +31,7 @@ from gradtx.tree_utils import (
     tree_zeros_like,
     zero_step_count,
 )
-from gradtx.validation import check_decay, check_non_negative, check_positive
+from gradtx.validation import check_decay, check_non_negative, check_positive, check_schedule_arguments
 
 
 class AdagradState(NamedTuple):
@@ -40,6 +40,7 @@ class AdagradState(NamedTuple):
     sum_of_squares: PyTree
 
 
+@check_schedule_arguments
 def scale_by_adagrad(
     initial_accumulator_value: float = 0.1, eps: float = 1e-7, *, eps_in_sqrt: bool = True
 ) -> GradientTransformation:
@@ -104,6 +105,7 @@ class RmsState(NamedTuple):
     mu: PyTree
 
 
+@check_schedule_arguments
 def scale_by_rms(
     decay: ScalarOrSchedule = 0.9,
     eps: float = 1e-8,
@@ -189,6 +191,7 @@ class AdadeltaState(NamedTuple):
     squared_delta_avg: PyTree
 
 
+@check_schedule_arguments
 def scale_by_adadelta(rho: ScalarOrSchedule = 0.9, eps: float = 1e-6) -> GradientTransformation:
     """AdaDelta scaling (Zeiler 2012): a step with the units of the parameters.
 
@@ -243,6 +246,7 @@ def scale_by_adadelta(rho: ScalarOrSchedule = 0.9, eps: float = 1e-6) -> Gradien
     return GradientTransformation(init_fn, update_fn)
 
 
+@check_schedule_arguments
 def adagrad(
     learning_rate: ScalarOrSchedule,
     initial_accumulator_value: float = 0.1,
@@ -267,6 +271,7 @@ def adagrad(
     )
 
 
+@check_schedule_arguments
 def rmsprop(
     learning_rate: ScalarOrSchedule,
     decay: ScalarOrSchedule = 0.9,
@@ -312,9 +317,10 @@ def rmsprop(
     return chain(*transforms)
 
 
+@check_schedule_arguments
 def adadelta(
     learning_rate: ScalarOrSchedule | None = None,
-    rho: float = 0.9,
+    rho: ScalarOrSchedule = 0.9,
     eps: float = 1e-6,
     weight_decay: ScalarOrSchedule = 0.0,
     weight_decay_mask=None,

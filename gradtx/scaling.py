@@ -12,8 +12,16 @@ from gradtx.tree_utils import cast_like, saturating_increment, zero_step_count
 from gradtx.validation import check_non_negative
 
 
-def scale(step_size: float | jax.Array) -> GradientTransformation:
-    """``u <- alpha g`` for a fixed ``alpha = step_size``; no state. Matches ``optax.scale``."""
+def scale(step_size: ScalarOrSchedule) -> GradientTransformation:
+    """``u_t <- alpha_t g_t`` for a number, an array or a schedule ``alpha``.
+
+    State: ``EmptyState()`` for a number or an array, as ``optax.scale`` (which takes no
+    schedule); for a schedule this is ``scale_by_schedule(step_size)``, with its
+    ``ScaleByScheduleState(step_count)``, evaluated at ``t = 0`` on the first update.
+    Matches ``optax.scale``.
+    """
+    if callable(step_size):
+        return scale_by_schedule(step_size)
 
     def init_fn(params: Params) -> EmptyState:
         del params

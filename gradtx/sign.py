@@ -23,7 +23,14 @@ from gradtx.tree_utils import (
     tree_zeros_like,
     zero_step_count,
 )
-from gradtx.validation import check_decay, check_greater_than, check_less_than, check_non_negative, check_positive
+from gradtx.validation import (
+    check_decay,
+    check_greater_than,
+    check_less_than,
+    check_non_negative,
+    check_positive,
+    check_schedule_arguments,
+)
 
 
 def scale_by_sign() -> GradientTransformation:
@@ -93,7 +100,7 @@ def scale_by_lion(
     mu_dtype: Any = None,
     *,
     mode: Literal["hard", "smooth", "refined"] = "hard",
-    smooth_beta: float = 1.0,
+    smooth_beta: ScalarOrSchedule = 1.0,
 ) -> GradientTransformation:
     """Lion's direction: the sign of an interpolation of the momentum and the gradient.
 
@@ -197,6 +204,7 @@ class RpropState(NamedTuple):
     previous_gradient: PyTree
 
 
+@check_schedule_arguments
 def scale_by_rprop(
     learning_rate: float,
     eta_minus: float = 0.5,
@@ -274,8 +282,9 @@ def scale_by_rprop(
     return GradientTransformation(init_fn, update_fn)
 
 
+@check_schedule_arguments
 def rprop(
-    learning_rate: float,
+    learning_rate: ScalarOrSchedule,
     eta_minus: float = 0.5,
     eta_plus: float = 1.2,
     min_step_size: float = 1e-6,
@@ -286,9 +295,18 @@ def rprop(
     Arguments and defaults are ``optax.rprop``'s (torch's ``lr``, ``etas=(eta_minus, eta_plus)``,
     ``step_sizes=(min, max)``); the iterates equal ``torch.optim.Rprop`` step for step.
     Full-batch only in spirit: with mini-batches the sign flips with the noise (see notebook 5).
+    A schedule ``eta_t`` for ``learning_rate`` starts the step sizes at ``Delta_0 = eta_0 > 0`` and
+    scales each update by ``eta_t / eta_0``: ``w_t = w_{t-1} - (eta_t / eta_0) Delta_t sign(g~_t)``
+    (neither Optax nor torch scales Rprop's steps by a schedule; a constant one changes nothing).
     Reference: Riedmiller & Braun, "A direct adaptive method for faster backpropagation
     learning: the RPROP algorithm", ICNN 1993.
     """
+    if callable(learning_rate):
+        initial = learning_rate(jnp.zeros([], jnp.int32))
+        if not isinstance(initial, jax.core.Tracer) and not float(jnp.min(initial)) > 0:
+            raise ValueError(f"rprop: a learning_rate schedule must start above 0 (it sets Delta_0), got {initial}.")
+        steps = scale_by_rprop(initial, eta_minus, eta_plus, min_step_size, max_step_size)
+        return chain(steps, scale(lambda step_count: -learning_rate(step_count) / initial))
     return chain(
         scale_by_rprop(learning_rate, eta_minus, eta_plus, min_step_size, max_step_size),
         scale(-1.0),

@@ -16,13 +16,14 @@ from gradtx.base import EmptyState, GradientTransformation, Params, PyTree, Scal
 from gradtx.combinators import chain
 from gradtx.scaling import scale_by_learning_rate
 from gradtx.tree_utils import cast_like, check_float_leaves, check_trees_match, tree_cast, tree_sum_of_squares
-from gradtx.validation import check_non_negative, check_positive
+from gradtx.validation import check_non_negative, check_positive, check_schedule_arguments
 
 _POLYAK_VARIANTS = ("sps", "sps+")
 # Optax's guard: below this ||g||^2 + eps the step is 0 rather than a division by ~0.
 _POLYAK_TINY = float(np.finfo(np.float64).eps)
 
 
+@check_schedule_arguments
 def scale_by_polyak(
     f_min: float = 0.0, max_learning_rate: float = 1.0, eps: float = 0.0, variant: str = "sps"
 ) -> GradientTransformation:
@@ -76,6 +77,7 @@ def scale_by_polyak(
     return GradientTransformation(init_fn, update_fn)
 
 
+@check_schedule_arguments
 def polyak_sgd(
     max_learning_rate: float = 1.0,
     scaling: ScalarOrSchedule = 1.0,
@@ -132,6 +134,7 @@ def _wide(x: jax.Array) -> jax.Array:
     return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
+@check_schedule_arguments
 def scale_by_distance_over_gradients(
     reps_rel: float = 1e-6, eps: float = 1e-8, param_dtype: Any = jnp.float32, global_scale: float = 1.0
 ) -> GradientTransformation:

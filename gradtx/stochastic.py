@@ -20,7 +20,7 @@ from gradtx.tree_utils import (
     saturating_increment,
     zero_step_count,
 )
-from gradtx.validation import check_non_negative
+from gradtx.validation import check_non_negative, check_schedule_arguments
 
 
 class AddNoiseState(NamedTuple):
@@ -45,6 +45,7 @@ def _as_key(key: Any) -> jax.Array:
     )
 
 
+@check_schedule_arguments
 def add_noise(eta: float, gamma: float, key: jax.Array | int | None = None) -> GradientTransformation:
     """Adds annealed Gaussian noise to the updates.
 
@@ -90,6 +91,7 @@ def add_noise(eta: float, gamma: float, key: jax.Array | int | None = None) -> G
     return GradientTransformation(init_fn, update_fn)
 
 
+@check_schedule_arguments
 def noisy_sgd(
     learning_rate: ScalarOrSchedule, eta: float = 0.01, gamma: float = 0.55, key: jax.Array | int | None = None
 ) -> GradientTransformation:
@@ -114,6 +116,7 @@ def noisy_sgd(
     return chain(add_noise(eta, gamma, key), scale_by_learning_rate(learning_rate))
 
 
+@check_schedule_arguments
 def scale_by_stddev(
     decay: ScalarOrSchedule = 0.9,
     eps: float = 1e-8,

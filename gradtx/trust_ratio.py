@@ -25,7 +25,7 @@ from gradtx.tree_utils import (
     saturating_increment,
     zero_step_count,
 )
-from gradtx.validation import check_decay, check_non_negative
+from gradtx.validation import check_decay, check_non_negative, check_schedule_arguments
 
 _PARAMS_REQUIRED = "{name} needs the parameters: call update(updates, state, params)."
 
@@ -48,6 +48,7 @@ def _rms(x: jax.Array) -> jax.Array:
     return jnp.sqrt(jnp.mean(jnp.square(keep_dtype(jnp.asarray(x), wide))))
 
 
+@check_schedule_arguments
 def scale_by_trust_ratio(
     min_norm: float = 0.0, trust_coefficient: float = 1.0, eps: float = 0.0
 ) -> GradientTransformation:
@@ -98,6 +99,7 @@ def scale_by_trust_ratio(
     return GradientTransformation(init_fn, update_fn)
 
 
+@check_schedule_arguments
 def scale_by_param_block_norm(min_scale: float = 1e-3) -> GradientTransformation:
     """Multiplies each block's update by the norm of that block's parameters; needs ``params``.
 
@@ -132,6 +134,7 @@ def scale_by_param_block_norm(min_scale: float = 1e-3) -> GradientTransformation
     return GradientTransformation(init_fn, update_fn)
 
 
+@check_schedule_arguments
 def scale_by_param_block_rms(min_scale: float = 1e-3) -> GradientTransformation:
     """Multiplies each block's update by the root mean square of that block's parameters.
 
@@ -167,6 +170,7 @@ def scale_by_param_block_rms(min_scale: float = 1e-3) -> GradientTransformation:
     return GradientTransformation(init_fn, update_fn)
 
 
+@check_schedule_arguments
 def lamb(
     learning_rate: ScalarOrSchedule,
     b1: ScalarOrSchedule = 0.9,
@@ -259,6 +263,7 @@ def _scale_by_lars(
     return GradientTransformation(init_fn, update_fn)
 
 
+@check_schedule_arguments
 def lars(
     learning_rate: ScalarOrSchedule,
     weight_decay: ScalarOrSchedule = 0.0,
@@ -341,6 +346,7 @@ def _fromage_step(learning_rate: ScalarOrSchedule) -> GradientTransformation:
     return GradientTransformation(init_fn, update_fn)
 
 
+@check_schedule_arguments
 def fromage(learning_rate: ScalarOrSchedule, min_norm: float = 1e-6) -> GradientTransformation:
     """Fromage (Frobenius matched gradient descent): a relative step, then a shrink by ``sqrt(1 + eta^2)``.
 

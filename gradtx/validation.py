@@ -5,7 +5,10 @@ Arrays and schedules are not checked here: their values are only known inside ``
 
 from __future__ import annotations
 
+import functools
+import inspect
 import numbers
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -62,3 +65,46 @@ def check_less_than(value: Any, bound: float, name: str) -> None:
     number = _concrete_number(value)
     if number is not None and not number < bound:
         raise ValueError(f"{name} must be < {bound}, got {value!r}.")
+
+
+_NUMERIC_WORDS = frozenset({"float", "int", "jax.Array", "Array", "ArrayLike", "jax.typing.ArrayLike"})
+_SCHEDULE_WORDS = ("Schedule", "Callable")
+
+
+def _refuses_schedule(annotation: Any) -> bool:
+    """A parameter annotated as a number or array, and not as a schedule or a callable."""
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    if any(word in text for word in _SCHEDULE_WORDS):
+        return False
+    words = text.replace("|", " ").replace(",", " ").replace("[", " ").replace("]", " ").split()
+    return any(word in _NUMERIC_WORDS for word in words)
+
+
+def check_schedule_arguments(builder: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorates a builder so that a schedule given for a hyperparameter that cannot take one is
+    refused when the transformation is built, with a ``TypeError`` naming the argument.
+
+    A hyperparameter takes a schedule when it is annotated ``ScalarOrSchedule`` (or a
+    ``Callable``); one annotated as a number or an array (``float``, ``int``, ``jax.Array``)
+    does not, and without this check a callable there would fail at the first update with a raw
+    error. Arrays, tracers and numbers pass through unchanged (``inject_hyperparams`` gives arrays).
+    """
+    signature = inspect.signature(builder)
+    refusing = [name for name, parameter in signature.parameters.items() if _refuses_schedule(parameter.annotation)]
+    if not refusing:
+        return builder
+
+    @functools.wraps(builder)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        arguments = signature.bind_partial(*args, **kwargs).arguments
+        for name in refusing:
+            value = arguments.get(name)
+            if callable(value) and not isinstance(value, type):
+                raise TypeError(
+                    f"{builder.__name__}: {name} cannot be a schedule, got {value!r}. Pass a number or an "
+                    f"array; to change {name} between steps, build with gradtx.inject_hyperparams("
+                    f"gradtx.{builder.__name__}) and edit it in the state."
+                )
+        return builder(*args, **kwargs)
+
+    return checked

@@ -85,7 +85,7 @@ def test_resuming_in_a_new_process_is_bit_for_bit(tmp_path):
     assert worker.returncode == 0, stderr[-3000:]
     resumed = load_state(tmp_path / "resumed.npz", like=straight)
     assert_bitwise_equal(resumed, straight)
-    assert int(resumed[1][1].step_count) == 2 * HALF
+    assert int(resumed[1][1].count) == 2 * HALF
 
 
 def test_round_trip_keeps_every_dtype_and_sharding(tmp_path):

@@ -43,7 +43,7 @@ METHOD_MODULES = (
     "gradtx.factored",
     "gradtx.sign",
     "gradtx.regularization",
-    "gradtx.schedules",
+    "gradtx.schedules.",
     "gradtx.numerics",
     "gradtx.accumulation",
     "gradtx.lookahead",

@@ -1,8 +1,11 @@
 """inject_hyperparams: hyperparameters as state, stable dtypes, static arguments, no recompilation."""
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 import softmax_problem as sp
 
@@ -30,14 +33,18 @@ def test_same_trajectory_as_the_plain_optimizer():
     assert sp.max_relative_error(sp.run_gradtx(injected, 20), sp.run_gradtx(plain, 20)) < 1e-14
 
 
-def test_numbers_become_float32_arrays_whatever_their_python_type():
-    # jax_enable_x64 is on in the tests: Optax would store these as float64 (and `1` as an int).
-    state = inject_hyperparams(gradtx.sgd)(learning_rate=1, momentum=0.9).init(sp.initial_params())
+def test_numbers_take_the_parameters_dtype_as_in_optax():
+    # Until this change gradtx stored every number as float32; it now follows Optax: the widest
+    # float dtype of the parameters, or hyperparam_dtype. A Python int is still stored as a float.
+    params32 = jax.tree.map(lambda p: p.astype(jnp.float32), sp.initial_params())
+    state = inject_hyperparams(gradtx.sgd)(learning_rate=1, momentum=0.9).init(params32)
     assert set(state.hyperparams) == {"learning_rate", "momentum"}
     assert all(v.dtype == jnp.float32 and v.shape == () for v in state.hyperparams.values())
     assert float(state.hyperparams["learning_rate"]) == 1.0
-    explicit = inject_hyperparams(gradtx.sgd)(learning_rate=jnp.asarray(0.5, jnp.float64)).init(sp.initial_params())
-    assert explicit.hyperparams["learning_rate"].dtype == jnp.float64  # an array keeps the dtype chosen for it
+    state64 = inject_hyperparams(gradtx.sgd)(learning_rate=1, momentum=0.9).init(sp.initial_params())
+    assert all(v.dtype == jnp.float64 for v in state64.hyperparams.values())
+    explicit = inject_hyperparams(gradtx.sgd)(learning_rate=jnp.asarray(0.5, jnp.float64)).init(params32)
+    assert explicit.hyperparams["learning_rate"].dtype == jnp.float64  # a strongly typed array keeps its dtype
     wide = inject_hyperparams(gradtx.sgd, hyperparam_dtype=jnp.bfloat16)(learning_rate=0.5).init(sp.initial_params())
     assert wide.hyperparams["learning_rate"].dtype == jnp.bfloat16
 
@@ -50,7 +57,7 @@ def test_flags_dtypes_and_masks_stay_static():
     )
     state = optimizer.init(params)
     assert set(state.hyperparams) == {"learning_rate", "b1", "b2", "eps", "eps_root", "weight_decay"}
-    assert state.schedule_values == {}  # the mask callable is not mistaken for a schedule
+    assert state.hyperparams_states == {}  # the mask callable is not mistaken for a schedule
     adam_state = state.inner_state[0]
     assert adam_state.mu["w"].dtype == jnp.bfloat16  # the dtype argument reached scale_by_adam
     reference = gradtx.adamw(1e-2, mu_dtype=jnp.bfloat16, nesterov=True, mask=decay_kernel, weight_decay=0.1)
@@ -73,11 +80,11 @@ def test_changing_hyperparameters_never_recompiles():
     for learning_rate in new_values:
         params, state = step(params, state)
         state = set_hyperparams(state, learning_rate=learning_rate, b1=0.5)
-        assert state.hyperparams["learning_rate"].dtype == jnp.float32
+        assert state.hyperparams["learning_rate"].dtype == jnp.float64  # the parameters' dtype
     params, state = step(params, state)
     assert len(traces) == 1
     assert step._cache_size() == 1
-    np.testing.assert_allclose(get_hyperparams(state)["learning_rate"], np.float32(5e-4), rtol=1e-2)
+    np.testing.assert_allclose(get_hyperparams(state)["learning_rate"], 5e-4, rtol=1e-2)
 
 
 def test_edited_values_take_effect():
@@ -100,7 +107,8 @@ def test_schedules_are_evaluated_each_step_and_stored():
     optimizer = inject_hyperparams(gradtx.sgd, hyperparam_dtype=jnp.float64)(learning_rate=schedule, momentum=0.9)
     params = sp.initial_params()
     state = optimizer.init(params)
-    assert float(state.schedule_values["learning_rate"]) == pytest.approx(float(schedule(0)))
+    assert float(state.hyperparams["learning_rate"]) == pytest.approx(float(schedule(0)))
+    assert int(state.hyperparams_states["learning_rate"].count) == 0
     step, traces = make_counted_step(optimizer)
     for t in range(4):
         params, state = step(params, state)
@@ -171,3 +179,133 @@ def test_errors():
         inject_hyperparams(lambda **kwargs: gradtx.sgd(0.1))
     with pytest.raises(ValueError, match="no InjectHyperparamsState"):
         get_hyperparams(gradtx.adam(1e-3).init(sp.initial_params()))
+
+
+# --- Optax compatibility -------------------------------------------------------------------------
+
+
+class HalvingOnPlateau(NamedTuple):
+    """A stateful schedule of our own: the value halves each time the loss fails to improve."""
+
+    base: float
+
+    def init(self):
+        return {"best": jnp.asarray(jnp.inf, jnp.float32), "halvings": jnp.zeros([], jnp.int32)}
+
+    def update(self, state, **extra_args):
+        loss = extra_args["loss"]
+        improved = loss < state["best"]
+        return {"best": jnp.minimum(state["best"], loss), "halvings": state["halvings"] + (~improved).astype(jnp.int32)}
+
+    def __call__(self, state, **extra_args):
+        del extra_args
+        return self.base * 0.5 ** state["halvings"]
+
+
+def _dtypes(tree):
+    return jax.tree.map(lambda x: jnp.result_type(x), tree)
+
+
+def test_state_fields_match_optax():
+    assert gradtx.InjectStatefulHyperparamsState._fields == optax.InjectStatefulHyperparamsState._fields
+    assert gradtx.WrappedScheduleState._fields == optax.schedules.WrappedSchedule(lambda t: t).init()._fields
+    assert gradtx.inject_stateful_hyperparams is not None and optax.inject_stateful_hyperparams is not None
+
+
+@pytest.mark.parametrize("param_dtype", [jnp.float32, jnp.float64, jnp.bfloat16])
+@pytest.mark.parametrize("hyperparam_dtype", [None, jnp.float32, jnp.bfloat16])
+def test_hyperparameter_dtypes_and_values_match_optax(param_dtype, hyperparam_dtype):
+    params = {"w": jnp.ones((3, 2), param_dtype), "b": jnp.zeros(2, param_dtype)}
+    grads = jax.tree.map(lambda p: jnp.full(p.shape, 0.3, p.dtype), params)
+    kwargs = dict(b1=0.9, b2=jnp.asarray(0.99), eps=jnp.asarray(1e-6, jnp.float32), eps_root=0.0)
+    # One schedule for both: Optax keeps a schedule's strongly typed value in its own dtype, and
+    # gradtx's schedules compute in float64 under jax_enable_x64 where Optax's may not; the
+    # weakly typed ``momentum`` schedule takes the hyperparameter dtype in both.
+    schedule = gradtx.warmup_cosine_decay_schedule(0.0, 0.1, 3, 10)
+    kwargs["b1"] = lambda t: 0.9 - 0.1 * (t > 2)
+    ours = inject_hyperparams(gradtx.adam, hyperparam_dtype=hyperparam_dtype)(learning_rate=schedule, **kwargs)
+    theirs = optax.inject_hyperparams(optax.adam, hyperparam_dtype=hyperparam_dtype)(learning_rate=schedule, **kwargs)
+    our_state, their_state = ours.init(params), theirs.init(params)
+    for _ in range(4):
+        assert _dtypes(our_state.hyperparams) == _dtypes(their_state.hyperparams)
+        for name, value in their_state.hyperparams.items():
+            np.testing.assert_allclose(np.float64(our_state.hyperparams[name]), np.float64(value), rtol=1e-6)
+        assert int(our_state.count) == int(their_state.count)
+        assert int(our_state.hyperparams_states["learning_rate"].count) == int(
+            their_state.hyperparams_states["learning_rate"].count
+        )
+        _, our_state = jax.jit(ours.update)(grads, our_state, params)
+        _, their_state = jax.jit(theirs.update)(grads, their_state, params)
+
+
+def test_scheduled_trajectory_matches_optax():
+    # The same schedules in both (Optax's compute in float32 from an int32 count; they are
+    # compared with ours in test_schedules*.py).
+    schedules = dict(learning_rate=gradtx.exponential_decay(1e-2, 10, 0.8), b1=gradtx.linear_schedule(0.5, 0.9, 50))
+    ours = inject_hyperparams(gradtx.adam)(**schedules, b2=0.99)
+    theirs = optax.inject_hyperparams(optax.adam)(**schedules, b2=0.99)
+    assert sp.max_relative_error(sp.run_gradtx(ours, 120), sp.run_gradtx(theirs, 120)) < 1e-8
+
+
+def test_stateful_schedules_as_in_optax():
+    params = sp.initial_params()
+    schedule = HalvingOnPlateau(0.2)
+    ours = inject_hyperparams(gradtx.sgd)(learning_rate=schedule, momentum=0.9)
+    theirs = optax.inject_hyperparams(optax.sgd)(learning_rate=schedule, momentum=0.9)
+    our_step, their_step = jax.jit(ours.update), jax.jit(theirs.update)
+    our_params, our_state = params, ours.init(params)
+    their_params, their_state = params, theirs.init(params)
+    for t in range(30):
+        loss = jnp.asarray([3.0, 2.0, 2.5, 1.0, 1.5][t % 5] / (1 + t // 5), jnp.float32)  # improves, then not
+        updates, our_state = our_step(sp.grad(our_params), our_state, our_params, loss=loss)
+        our_params = gradtx.apply_updates(our_params, updates)
+        updates, their_state = their_step(sp.grad(their_params), their_state, their_params, loss=loss)
+        their_params = optax.apply_updates(their_params, updates)
+        assert _dtypes(our_state[:3]) == _dtypes(their_state[:3])  # count, hyperparams, hyperparams_states
+        np.testing.assert_allclose(our_state.hyperparams["learning_rate"], their_state.hyperparams["learning_rate"])
+        assert int(our_state.hyperparams_states["learning_rate"]["halvings"]) == int(
+            their_state.hyperparams_states["learning_rate"]["halvings"]
+        )
+    assert int(our_state.hyperparams_states["learning_rate"]["halvings"]) > 5  # the schedule did act
+    assert sp.max_relative_error([our_params], [their_params]) < 1e-12
+    # Optax's own stateful schedules work inside gradtx's wrapper, and ours inside Optax's.
+    wrapped = optax.schedules.WrappedSchedule(gradtx.linear_schedule(0.1, 0.0, 10))
+    assert isinstance(wrapped, gradtx.StatefulSchedule)
+    assert isinstance(gradtx.WrappedSchedule(abs), gradtx.StatefulSchedule)
+    mixed = inject_hyperparams(gradtx.sgd)(learning_rate=wrapped)
+    reference = sp.run_gradtx(gradtx.sgd(gradtx.linear_schedule(0.1, 0.0, 10)), 12)
+    assert sp.max_relative_error(sp.run_gradtx(mixed, 12), reference) < 1e-14
+    inside_optax = optax.inject_hyperparams(optax.sgd)(learning_rate=gradtx.WrappedSchedule(lambda t: 0.1 / (1 + t)))
+    reference = sp.run_gradtx(optax.sgd(lambda t: 0.1 / (1 + t)), 12)
+    assert sp.max_relative_error(sp.run_gradtx(inside_optax, 12), reference) < 1e-14
+
+
+def test_wrapped_schedule_matches_optax():
+    schedule = gradtx.cosine_decay_schedule(1.0, 5)
+    ours, theirs = gradtx.WrappedSchedule(schedule), optax.schedules.WrappedSchedule(schedule)
+    our_state, their_state = ours.init(), theirs.init()
+    for _ in range(8):
+        assert our_state.count.dtype == their_state.count.dtype and int(our_state.count) == int(their_state.count)
+        assert float(ours(our_state)) == float(theirs(their_state))
+        our_state, their_state = ours.update(our_state, loss=1.0), theirs.update(their_state, loss=1.0)
+
+
+def test_optax_usage_patterns():
+    # Assigning into state.hyperparams, as Optax's documentation does, changes the next update.
+    optimizer = gradtx.inject_stateful_hyperparams(gradtx.clip_by_global_norm)(0.1)
+    params = jnp.zeros((3, 5, 7))
+    state = optimizer.init(params)
+    update = jax.jit(optimizer.update)
+    for norm in range(1, 5):
+        state.hyperparams["max_norm"] = norm
+        updates, state = update(jnp.ones_like(params), state)
+        np.testing.assert_allclose(jnp.linalg.norm(updates.ravel()), norm, rtol=1e-6)
+    # The first update uses the schedule at step 0; a non-schedule callable is listed as static.
+    optimizer = inject_hyperparams(gradtx.scale)(lambda count: count)
+    updates, _ = jax.jit(optimizer.update)(jnp.array([-1.0, 0.0, 1.0]), optimizer.init(jnp.zeros(3)))
+    np.testing.assert_array_equal(updates, np.zeros(3))
+    masked = inject_hyperparams(
+        lambda learning_rate, selector: gradtx.masked(gradtx.scale(-learning_rate), selector), static_args="selector"
+    )(0.1, lambda p: jax.tree.map(lambda x: x.ndim > 1, p))
+    state = masked.init([jnp.ones((1, 2)), jnp.ones(2)])
+    assert set(state.hyperparams) == {"learning_rate"} and state.hyperparams_states == {}

@@ -1,6 +1,7 @@
 """Schedules against Optax, torch.optim.lr_scheduler and values written out by hand."""
 
 import functools
+import inspect
 import math
 
 import jax
@@ -319,10 +320,10 @@ CLOSED_FORMS = [
         {0: 0.0, 5: 0.5, 10: 1.0, 60: 0.55, 110: 0.1, 300: 0.1},
     ),
     (
-        # Optax ignores end_value when peak_value == 0 (it divides by the peak); ours does not.
+        # As in Optax, end_value is ignored when peak_value == 0 (Optax divides by the peak).
         "warmup_cosine_zero_peak",
-        warmup_cosine_decay_schedule(0.0, 0.0, 10, 20, end_value=0.5),
-        {0: 0.0, 10: 0.0, 15: 0.25, 20: 0.5, 30: 0.5},
+        warmup_cosine_decay_schedule(0.2, 0.0, 10, 20, end_value=0.5),
+        {0: 0.2, 5: 0.1, 10: 0.0, 15: 0.0, 20: 0.0, 30: 0.0},
     ),
     (
         "join",
@@ -576,3 +577,31 @@ def test_invalid_arguments_raise(build, message):
 def test_accepts_numpy_and_jax_integer_steps():
     schedule = linear_schedule(1.0, 0.0, np.int64(4), transition_begin=jnp.asarray(2))
     assert schedule(jnp.int32(4)) == 0.5
+
+
+@pytest.mark.parametrize("x64", [True, False])
+def test_lengths_beyond_int32(x64):
+    # decay_steps, boundaries and transition_begin past 2**31 used to overflow the int32 step count.
+    long = 2**40
+    with jax.enable_x64(x64):
+        last = jnp.int32(2**31 - 1)
+        cosine = cosine_decay_schedule(1.0, long)
+        expected = 0.5 * (1 + math.cos(math.pi * (2**31 - 1) / long))
+        for value in (cosine(last), jax.jit(cosine)(last)):
+            np.testing.assert_allclose(value, expected, rtol=1e-6)
+        assert float(join_schedules([1.0, 2.0], [long])(last)) == 1.0
+        assert float(exponential_decay(1.0, 10, 0.5, transition_begin=long)(last)) == 1.0
+        assert float(piecewise_constant_schedule(1.0, {long: 0.5})(last)) == 1.0
+        assert float(warmup_cosine_decay_schedule(0.0, 1.0, 10, long)(jnp.int32(10))) == 1.0
+
+
+def test_every_optax_schedules_name_with_its_arguments_and_defaults():
+    import gradtx
+
+    for name in sorted(n for n in dir(optax.schedules) if not n.startswith("_")):
+        theirs = getattr(optax.schedules, name)
+        ours = getattr(gradtx.schedules, name)
+        assert ours is getattr(gradtx, name, ours), name  # flat at the top level too
+        if inspect.isfunction(theirs):
+            spell = lambda f: [(p.name, p.default, p.kind) for p in inspect.signature(f).parameters.values()]
+            assert spell(ours) == spell(theirs), name

@@ -41,6 +41,7 @@ from gradtx.tree_utils import (
     tree_zeros_like,
     zero_step_count,
 )
+from gradtx.validation import check_schedule_arguments
 
 PyTree = Any
 
@@ -76,6 +77,7 @@ class ConjugateGradientState(NamedTuple):
     num_evaluations: jax.Array
 
 
+@check_schedule_arguments
 def conjugate_gradient(
     beta_rule: str = "polak_ribiere_plus",
     c1: float = 1e-4,
@@ -276,6 +278,7 @@ class ScaledConjugateGradientState(NamedTuple):
     comparison: jax.Array
 
 
+@check_schedule_arguments
 def scaled_conjugate_gradient(
     initial_lambda: float = 1e-6,
     sigma: float | None = None,

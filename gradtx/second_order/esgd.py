@@ -14,6 +14,7 @@ from gradtx.schedules import as_schedule
 from gradtx.second_order._common import check_positive_int, refuse_schedules, require_params, require_value_fn
 from gradtx.second_order.curvature import hessian_vector_product, random_like
 from gradtx.tree_utils import check_trees_match, saturating_increment, tree_zeros_like, zero_step_count
+from gradtx.validation import check_schedule_arguments
 
 PyTree = Any
 
@@ -34,6 +35,7 @@ class ESGDState(NamedTuple):
     num_samples: jax.Array
 
 
+@check_schedule_arguments
 def scale_by_esgd(
     damping: float | jax.Array | Callable[[jax.Array], jax.Array] = 1e-4,
     update_interval: int = 20,
@@ -112,6 +114,7 @@ def scale_by_esgd(
     return GradientTransformation(init_fn, update_fn)
 
 
+@check_schedule_arguments
 def esgd(
     learning_rate: float | jax.Array | Callable[[jax.Array], jax.Array],
     damping: float | jax.Array | Callable[[jax.Array], jax.Array] = 1e-4,

@@ -29,6 +29,7 @@ from gradtx.second_order.curvature import (
 )
 from gradtx.second_order.line_search import backtracking_line_search
 from gradtx.tree_utils import check_trees_match, saturating_increment, tree_vdot, tree_zeros_like, zero_step_count
+from gradtx.validation import check_schedule_arguments
 
 PyTree = Any
 
@@ -51,6 +52,7 @@ class HessianFreeState(NamedTuple):
     cg_iterations: jax.Array
 
 
+@check_schedule_arguments
 def hessian_free(
     curvature: str = "gauss_newton",
     initial_damping: float = 1.0,

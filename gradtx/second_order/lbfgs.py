@@ -32,6 +32,7 @@ from gradtx.second_order.status import (
     value_converged,
 )
 from gradtx.tree_utils import check_trees_match, saturating_increment, tree_vdot, tree_zeros_like, zero_step_count
+from gradtx.validation import check_schedule_arguments
 
 PyTree = Any
 
@@ -112,6 +113,7 @@ def lbfgs_direction(gradient: PyTree, state: LbfgsState) -> PyTree:
     return jax.lax.fori_loop(0, memory, second_loop, r)
 
 
+@check_schedule_arguments
 def lbfgs(
     memory_size: int = 10,
     c1: float = 1e-4,

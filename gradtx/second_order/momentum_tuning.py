@@ -29,6 +29,7 @@ from gradtx.tree_utils import (
     tree_zeros_like,
     zero_step_count,
 )
+from gradtx.validation import check_schedule_arguments
 
 PyTree = Any
 
@@ -128,6 +129,7 @@ class MomentumAutotunerState(NamedTuple):
     bottom_vector: PyTree
 
 
+@check_schedule_arguments
 def momentum_autotuner(
     initial_learning_rate: float = 1e-4,
     initial_momentum: float = 0.0,

@@ -35,6 +35,7 @@ from gradtx.second_order.status import (
     value_converged,
 )
 from gradtx.tree_utils import check_trees_match, saturating_increment, tree_vdot, zero_step_count
+from gradtx.validation import check_schedule_arguments
 
 PyTree = Any
 
@@ -87,6 +88,7 @@ def _modified_newton_solve(hessian: jax.Array, gradient: jax.Array) -> jax.Array
     return jax.lax.cond(positive_definite, by_cholesky, by_eigenvalues)
 
 
+@check_schedule_arguments
 def newton(
     learning_rate: float | jax.Array | Callable[[jax.Array], jax.Array] = 1.0,
     damping: float | jax.Array | Callable[[jax.Array], jax.Array] = 0.0,

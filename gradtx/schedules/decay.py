@@ -1,33 +1,27 @@
-"""Schedules: functions ``step -> value`` for any hyperparameter that accepts a float.
-
-A schedule is called with the step count ``t`` (an int32 array, ``t = 0`` on the first update)
-and returns a scalar. Every hyperparameter documented as ``ScalarOrSchedule`` accepts either.
-
-The schedules below are pure ``jax.numpy`` functions of ``t``: they run under ``jit`` and ``vmap``
-with a traced step count, and they also accept an array of step counts, which they map elementwise.
-They compute in JAX's default float dtype (float32, or float64 with ``jax_enable_x64``), so their
-value is a float32-or-wider array even when every argument is a Python number. A negative step
-count (which ``join_schedules`` produces internally before a piece starts) is treated as ``t = 0``.
-
-Arguments that count steps (``transition_steps``, ``decay_steps``, boundaries, ...) must be
-integers; they and the Python-number rates and exponents are checked when the schedule is built,
-and a ``ValueError`` names the offending argument. Values to be scheduled (``init_value``,
-``end_value``, ...) may be numbers or arrays and are not checked: a schedule may drive any
-hyperparameter, not only a learning rate.
-"""
+"""Decaying schedules: constant, step-wise, polynomial, exponential and cosine."""
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from gradtx.base import Schedule
+from gradtx.schedules._steps import (
+    blend,
+    falling,
+    float_step,
+    half_cosine,
+    held,
+    opaque,
+    progress,
+    reached,
+    stage,
+    steps_arg,
+)
 from gradtx.validation import check_non_negative, check_positive
-
-Schedule = Callable[[jax.Array], jax.Array]
 
 
 def as_schedule(value: Any) -> Schedule:
@@ -50,53 +44,12 @@ def constant_schedule(value: Any) -> Schedule:
     return schedule
 
 
-def _steps(value: Any, name: str, *, positive: bool) -> int:
-    """``value`` as a Python int, checked to be an integer that is ``> 0`` or ``>= 0``."""
-    try:
-        steps = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be an integer number of steps, got {value!r}.") from None
-    if positive:
-        check_positive(steps, name)
-    else:
-        check_non_negative(steps, name)
-    return steps
 
 
-def _float_step(step_count: jax.Array | int) -> jax.Array:
-    """The step count in JAX's default float dtype, clamped at 0.
-
-    Working in floats avoids int32 overflow of ``t - transition_begin`` with large Python ints
-    and makes every schedule return a float even when all its arguments are ints.
-    """
-    t = jnp.asarray(step_count).astype(jnp.result_type(float))
-    return jnp.maximum(t, 0.0)
 
 
-def _stage(step_count: jax.Array | int, begin: int, length: int) -> jax.Array:
-    """``floor(max(t - begin, 0) / length)`` in JAX's default float dtype.
-
-    Integer step counts are divided as integers: under ``jit`` XLA computes a float ``t / N`` as
-    ``t * (1/N)``, which for some ``N`` (49, 98, 103, ...) falls just below an integer at
-    ``t = kN`` and would make the value step down one update late.
-    """
-    t = jnp.asarray(step_count)
-    if jnp.issubdtype(t.dtype, jnp.unsignedinteger):
-        t = t.astype(jnp.result_type(int))
-    if jnp.issubdtype(t.dtype, jnp.integer):
-        stage = jnp.maximum(t - begin, 0) // length
-    else:
-        stage = jnp.floor(jnp.maximum(t - begin, 0) / length)
-    return stage.astype(jnp.result_type(float))
 
 
-def _held(value: jax.typing.ArrayLike) -> Schedule:
-    """``eta_t = value`` as a float array shaped like ``t`` (for degenerate schedules)."""
-
-    def schedule(step_count: jax.Array) -> jax.Array:
-        return value * jnp.ones_like(_float_step(step_count))
-
-    return schedule
 
 
 def piecewise_constant_schedule(
@@ -123,16 +76,16 @@ def piecewise_constant_schedule(
     """
     items = []
     for boundary, scale in (boundaries_and_scales or {}).items():
-        boundary = _steps(boundary, f"boundary {boundary!r} in boundaries_and_scales", positive=False)
+        boundary = steps_arg(boundary, f"boundary {boundary!r} in boundaries_and_scales", positive=False)
         check_non_negative(scale, f"boundaries_and_scales[{boundary}]")
         items.append((boundary, scale))
     items.sort(key=lambda item: item[0])
 
     def schedule(step_count: jax.Array) -> jax.Array:
-        value = init_value * jnp.ones_like(_float_step(step_count))
+        value = init_value * jnp.ones_like(float_step(step_count))
         for boundary, scale in items:
-            # Compared as given (an integer), so exact past 2**24 steps under float32 too.
-            value = jnp.where(jnp.asarray(step_count) >= boundary, value * scale, value)
+            # Compared as integers, so exact past 2**24 steps under float32 too.
+            value = jnp.where(reached(step_count, boundary), value * scale, value)
         return value
 
     return schedule
@@ -162,10 +115,10 @@ def step_decay_schedule(
     ``optax.exponential_decay(eta_0, N, factor, staircase=True)``.
     """
     check_positive(factor, "factor")
-    every_steps = _steps(every_steps, "every_steps", positive=True)
+    every_steps = steps_arg(every_steps, "every_steps", positive=True)
 
     def schedule(step_count: jax.Array) -> jax.Array:
-        return init_value * jnp.power(factor, _stage(step_count, 0, every_steps))
+        return init_value * jnp.power(factor, stage(step_count, 0, every_steps))
 
     return schedule
 
@@ -194,11 +147,11 @@ def harmonic_decay_schedule(
     Neither Optax nor torch ships it; it equals
     ``torch.optim.lr_scheduler.LambdaLR(opt, lambda t: b / (t // N + b))`` with ``lr=a/b``.
     """
-    steps_per_stage = _steps(steps_per_stage, "steps_per_stage", positive=True)
+    steps_per_stage = steps_arg(steps_per_stage, "steps_per_stage", positive=True)
     check_positive(offset, "offset")
 
     def schedule(step_count: jax.Array) -> jax.Array:
-        return scale / (_stage(step_count, 0, steps_per_stage) + offset)
+        return scale / (stage(step_count, 0, steps_per_stage) + offset)
 
     return schedule
 
@@ -233,17 +186,14 @@ def polynomial_schedule(
     ``torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=T, power=p)`` with ``lr=eta_0``.
     """
     check_positive(power, "power")
-    transition_steps = _steps(transition_steps, "transition_steps", positive=False)
-    transition_begin = _steps(transition_begin, "transition_begin", positive=False)
+    transition_steps = steps_arg(transition_steps, "transition_steps", positive=False)
+    transition_begin = steps_arg(transition_begin, "transition_begin", positive=False)
     if transition_steps == 0:
-        return _held(init_value)
+        return held(init_value)
 
     def schedule(step_count: jax.Array) -> jax.Array:
-        elapsed = jnp.clip(_float_step(step_count) - transition_begin, 0, transition_steps)
-        # (T - s) / T rather than Optax's 1 - s / T: exactly 0 at s = T even when XLA turns the
-        # division into a multiplication by 1/T, so the schedule ends exactly at end_value.
-        remaining = (transition_steps - elapsed) / transition_steps
-        return (init_value - end_value) * remaining**power + end_value
+        done = progress(float_step(step_count) - float(transition_begin), transition_steps)
+        return blend(init_value, end_value, *falling(done, power))
 
     return schedule
 
@@ -310,11 +260,11 @@ def exponential_decay(
     ``torch.optim.lr_scheduler.StepLR(opt, step_size=T, gamma)`` (both with ``lr=eta_0`` and
     ``transition_begin=0``).
     """
-    transition_steps = _steps(transition_steps, "transition_steps", positive=False)
+    transition_steps = steps_arg(transition_steps, "transition_steps", positive=False)
     check_positive(decay_rate, "decay_rate")
-    transition_begin = _steps(transition_begin, "transition_begin", positive=False)
+    transition_begin = steps_arg(transition_begin, "transition_begin", positive=False)
     if transition_steps == 0:
-        return _held(init_value)
+        return held(init_value)
     if end_value is None:
         clip = None
     else:
@@ -322,10 +272,11 @@ def exponential_decay(
 
     def schedule(step_count: jax.Array) -> jax.Array:
         if staircase:
-            exponent = _stage(step_count, transition_begin, transition_steps)
+            exponent = stage(step_count, transition_begin, transition_steps)
         else:
-            exponent = jnp.maximum(_float_step(step_count) - transition_begin, 0) / transition_steps
-        value = init_value * jnp.power(decay_rate, exponent)
+            elapsed = jnp.maximum(float_step(step_count) - float(transition_begin), 0)
+            exponent = elapsed / opaque(float(transition_steps), elapsed)  # a true division (see _steps)
+        value = init_value * jnp.power(opaque(decay_rate, exponent), exponent)
         if clip is not None:
             value = clip(value, end_value)
         return value
@@ -359,103 +310,14 @@ def cosine_decay_schedule(
     cosine back up while this schedule stays at ``alpha * eta_0``. Reference: Loshchilov and
     Hutter, "SGDR: Stochastic Gradient Descent with Warm Restarts", ICLR 2017.
     """
-    decay_steps = _steps(decay_steps, "decay_steps", positive=True)
+    decay_steps = steps_arg(decay_steps, "decay_steps", positive=True)
     check_positive(exponent, "exponent")
 
     def schedule(step_count: jax.Array) -> jax.Array:
-        t = jnp.minimum(_float_step(step_count), decay_steps)
-        cosine = 0.5 * (1 + jnp.cos(jnp.pi * t / decay_steps))
-        return init_value * ((1 - alpha) * cosine**exponent + alpha)
+        # eta_0 w + (alpha eta_0) (1 - w): Optax's eta_0 ((1 - alpha) w + alpha), with exact ends.
+        t = float_step(step_count)
+        weight, complement = half_cosine(progress(t, decay_steps), exponent)
+        return blend(init_value, init_value * (alpha + jnp.zeros_like(t)), weight, complement)
 
     return schedule
 
-
-def warmup_cosine_decay_schedule(
-    init_value: jax.typing.ArrayLike,
-    peak_value: jax.typing.ArrayLike,
-    warmup_steps: int,
-    decay_steps: int,
-    end_value: jax.typing.ArrayLike = 0.0,
-    exponent: float = 1.0,
-) -> Schedule:
-    """Linear warmup to ``peak_value``, then cosine decay to ``end_value``.
-
-    With ``W = warmup_steps``, ``T = decay_steps`` (the total length, warmup included) and
-    ``c_t = (1 + cos(pi * min(t - W, T - W) / (T - W))) / 2``::
-
-        eta_t = eta_0 + (t / W) * (eta_peak - eta_0)            for t < W
-        eta_t = eta_end + (eta_peak - eta_end) * c_t ** p       for t >= W
-
-    Args:
-      init_value: ``eta_0``, the value at ``t = 0``.
-      peak_value: ``eta_peak``, reached at ``t = W``.
-      warmup_steps: ``W >= 0`` (``0``: no warmup).
-      decay_steps: ``T > W``, the step from which ``eta_end`` is held.
-      end_value: ``eta_end``, default ``0.0``.
-      exponent: ``p > 0``, default ``1.0``.
-
-    Matches ``optax.warmup_cosine_decay_schedule`` with the same arguments whenever
-    ``peak_value != 0``. (Optax writes the decay as ``eta_peak * ((1 - alpha) c_t^p + alpha)``
-    with ``alpha = eta_end / eta_peak`` and sets ``alpha = 0`` when ``eta_peak = 0``, so it then
-    ignores ``end_value``; the form above needs no division.)
-    """
-    warmup_steps = _steps(warmup_steps, "warmup_steps", positive=False)
-    decay_steps = _steps(decay_steps, "decay_steps", positive=True)
-    if decay_steps <= warmup_steps:
-        raise ValueError(
-            "decay_steps (the total length, warmup included) must be > warmup_steps, "
-            f"got decay_steps={decay_steps!r} and warmup_steps={warmup_steps!r}."
-        )
-    check_positive(exponent, "exponent")
-    cosine_steps = decay_steps - warmup_steps
-
-    def cosine_part(step_count: jax.Array) -> jax.Array:
-        t = jnp.minimum(_float_step(step_count), cosine_steps)
-        cosine = 0.5 * (1 + jnp.cos(jnp.pi * t / cosine_steps))
-        return end_value + (peak_value - end_value) * cosine**exponent
-
-    warmup = linear_schedule(init_value, peak_value, warmup_steps)
-    return join_schedules([warmup, cosine_part], [warmup_steps])
-
-
-def join_schedules(
-    schedules: Sequence[Schedule | jax.typing.ArrayLike],
-    boundaries: Sequence[int],
-) -> Schedule:
-    """Runs ``schedules[0]`` until ``boundaries[0]``, then ``schedules[1]``, and so on.
-
-    With boundaries ``b_1 <= b_2 <= ...`` (and ``b_0 = 0``)::
-
-        eta_t = schedule_i(t - b_i)        for b_i <= t < b_{i+1}
-
-    Each piece sees the steps elapsed since its own start, so it begins again at its ``t = 0``.
-
-    Args:
-      schedules: ``n >= 1`` schedules; a plain number or array is taken as a constant.
-      boundaries: ``n - 1`` non-decreasing, non-negative integer steps. A piece between two
-        equal boundaries is never used.
-
-    Matches ``optax.join_schedules(schedules, boundaries)``. Torch's nearest is
-    ``torch.optim.lr_scheduler.SequentialLR``, which switches between stateful schedulers at
-    milestones; it is not compared here.
-    """
-    pieces = [as_schedule(piece) for piece in schedules]
-    if not pieces:
-        raise ValueError("schedules must hold at least one schedule, got none.")
-    if len(boundaries) != len(pieces) - 1:
-        raise ValueError(
-            "boundaries must hold one step fewer than there are schedules, got "
-            f"{len(boundaries)} boundaries for {len(pieces)} schedules."
-        )
-    steps = [_steps(step, f"boundaries[{i}]", positive=False) for i, step in enumerate(boundaries)]
-    if any(later < earlier for earlier, later in zip(steps[:-1], steps[1:], strict=True)):
-        raise ValueError(f"boundaries must be non-decreasing, got {list(boundaries)!r}.")
-
-    def schedule(step_count: jax.Array) -> jax.Array:
-        step_count = jnp.asarray(step_count)
-        value = pieces[0](step_count)
-        for boundary, piece in zip(steps, pieces[1:], strict=True):
-            value = jnp.where(step_count < boundary, value, piece(step_count - boundary))
-        return value
-
-    return schedule
