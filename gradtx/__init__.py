@@ -21,6 +21,7 @@ from gradtx.adam import (
 from gradtx.base import (
     EmptyState,
     GradientTransformation,
+    GradientTransformationExtraArgs,
     OptState,
     Params,
     ScalarOrSchedule,
@@ -31,6 +32,7 @@ from gradtx.base import (
     stateless,
     stateless_with_tree_map,
     value_at,
+    with_extra_args_support,
 )
 from gradtx.checkpoint import load_state, save_state
 from gradtx.combinators import (
@@ -151,6 +153,7 @@ from gradtx.sign import RpropState, rprop, scale_by_rprop, scale_by_sign, sign_s
 from gradtx.sweep import SweepResult, config_grid, config_samples, loss_curve, sweep
 from gradtx.tree_utils import (
     check_trees_match,
+    check_updates_match_params,
     saturating_increment,
     tree_global_norm,
     tree_zeros_like,

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple, Protocol, Union
 import jax
 import jax.numpy as jnp
 
-from gradtx.tree_utils import keep_dtype
+from gradtx.tree_utils import check_trees_match, check_updates_match_params, keep_dtype, path_to_str
 
 PyTree = Any
 Params = PyTree
@@ -56,6 +56,39 @@ class GradientTransformation(NamedTuple):
     update: UpdateFn
 
 
+class GradientTransformationExtraArgs(GradientTransformation):
+    """A ``GradientTransformation`` whose ``update`` accepts extra keyword arguments.
+
+    ``update(updates, state, params=None, **extra_args)``: arguments the transformation does not
+    use are ignored, and wrappers (``chain``, ``masked``, ...) forward them to the transforms
+    inside. Builders return this class where Optax returns ``optax.GradientTransformationExtraArgs``
+    (``chain``, ``named_chain``, ``masked``, ``partition``, ``apply_if_finite``,
+    ``inject_hyperparams``, so every named optimizer), so ``isinstance(tx,
+    gradtx.GradientTransformationExtraArgs)`` reads as it does in Optax.
+
+    It is not a subclass of Optax's class (gradtx does not import Optax), so
+    ``isinstance(tx, optax.GradientTransformationExtraArgs)`` is False: ``optax.chain`` then wraps
+    a gradtx transform with ``optax.with_extra_args_support`` and drops extra arguments (such as
+    ``value_fn=``) before they reach it. Use ``gradtx.chain``, which forwards them to any
+    transform whose ``update`` takes ``**kwargs``, Optax's included.
+    """
+
+
+def with_extra_args_support(tx: GradientTransformation) -> GradientTransformationExtraArgs:
+    """``tx`` as a ``GradientTransformationExtraArgs``: an ``update`` that accepts and ignores extra arguments.
+
+    ``tx`` itself is returned when it already is one. Matches ``optax.with_extra_args_support``.
+    """
+    if isinstance(tx, GradientTransformationExtraArgs):
+        return tx
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del extra_args
+        return tx.update(updates, state, params)
+
+    return GradientTransformationExtraArgs(tx.init, update_fn)
+
+
 class EmptyState(NamedTuple):
     """State of a transformation that keeps none."""
 
@@ -77,7 +110,11 @@ def identity() -> GradientTransformation:
 def stateless(
     update_fn: Callable[[Updates, Params | None], Updates],
 ) -> GradientTransformation:
-    """Wraps ``f(updates, params) -> updates`` into a transformation with ``EmptyState``."""
+    """Wraps ``f(updates, params) -> updates`` into a transformation with ``EmptyState``.
+
+    When ``params`` is given, the updates must have its structure and leaf shapes (``ValueError``
+    naming the first differing path otherwise). Matches ``optax.stateless``.
+    """
 
     def init_fn(params: Params) -> EmptyState:
         del params
@@ -85,16 +122,27 @@ def stateless(
 
     def wrapped_update(updates, state, params=None, **extra_args):
         del extra_args
+        check_updates_match_params(updates, params, "stateless")
         return update_fn(updates, params), state
 
     return GradientTransformation(init_fn, wrapped_update)
 
 
 def stateless_with_tree_map(
-    leaf_fn: Callable[[jax.Array], jax.Array],
+    leaf_fn: Callable[[jax.Array, jax.Array | None], jax.Array],
 ) -> GradientTransformation:
-    """Wraps a leaf-wise function ``f(u) -> u`` into a stateless transformation."""
-    return stateless(lambda updates, params: jax.tree.map(leaf_fn, updates))
+    """Wraps a leaf-wise function ``f(u, w) -> u`` into a stateless transformation.
+
+    ``u_i <- f(g_i, w_i)`` for every leaf, with ``w_i = None`` when ``update`` is called without
+    ``params``. Matches ``optax.stateless_with_tree_map`` (same ``(update, param)`` arguments).
+    """
+
+    def update_fn(updates: Updates, params: Params | None) -> Updates:
+        if params is None:
+            return jax.tree.map(lambda g: leaf_fn(g, None), updates)
+        return jax.tree.map(leaf_fn, updates, params)
+
+    return stateless(update_fn)
 
 
 def apply_updates(params: Params, updates: Updates) -> Params:
@@ -103,7 +151,28 @@ def apply_updates(params: Params, updates: Updates) -> Params:
     The sum is formed in the wider of the two dtypes and cast back, so bfloat16 parameters
     receive float32 updates without an intermediate bfloat16 rounding of ``u``.
     ``None`` leaves (absent parameters) stay ``None``.
+
+    Raises:
+      ValueError: if ``updates`` does not have the structure and leaf shapes of ``params``
+        (naming the first differing path), instead of broadcasting a ``(1, 2)`` update onto a
+        ``(3, 2)`` parameter.
+      TypeError: for an integer or boolean parameter receiving a floating-point (or complex)
+        update, which the cast back to the parameter's dtype would truncate, usually to no change
+        at all. Integer updates of integer parameters are added exactly. Optax truncates silently.
     """
+    check_trees_match(updates, params, name="updates", reference_name="params", context="apply_updates")
+    for index, (param, update) in enumerate(zip(jax.tree.leaves(params), jax.tree.leaves(updates))):
+        param_dtype, update_dtype = jnp.result_type(param), jnp.result_type(update)
+        if not jnp.issubdtype(param_dtype, jnp.inexact) and (
+            jnp.issubdtype(update_dtype, jnp.inexact) or jnp.issubdtype(param_dtype, jnp.bool_)
+        ):
+            path = path_to_str(jax.tree.leaves_with_path(params)[index][0])
+            raise TypeError(
+                f"apply_updates: params leaf {path} has dtype {param_dtype} and its update "
+                f"{update_dtype}; the sum would be truncated back to {param_dtype} (a step smaller "
+                "than 1 is lost). Make the parameter floating-point, or keep it out of the "
+                "optimizer (gradtx.masked/freeze, or a separate non-trainable collection)."
+            )
 
     def add(param, update):
         if param is None:

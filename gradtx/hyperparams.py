@@ -25,8 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradtx.base import GradientTransformation, OptState, Params
+from gradtx.base import GradientTransformation, GradientTransformationExtraArgs, OptState, Params
 from gradtx.tree_utils import saturating_increment, zero_step_count
+from gradtx.validation import check_state_type
 
 DEFAULT_HYPERPARAM_DTYPE = jnp.float32
 
@@ -46,6 +47,11 @@ class InjectHyperparamsState(NamedTuple):
     hyperparams: dict[str, jax.Array]
     schedule_values: dict[str, jax.Array]
     inner_state: OptState
+
+    @property
+    def count(self) -> jax.Array:
+        """Optax's name for ``step_count``."""
+        return self.step_count
 
 
 def _is_dtype(value: Any) -> bool:
@@ -212,6 +218,7 @@ def inject_hyperparams(
         def update_fn(updates, state, params=None, **extra_args):
             schedule_values = scheduled_at(state.step_count)
             inner = build({**state.hyperparams, **schedule_values})
+            check_state_type(state, InjectHyperparamsState, f"inject_hyperparams({name})")
             if extra_args:
                 updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
             else:
@@ -221,7 +228,7 @@ def inject_hyperparams(
             )
             return updates, new_state
 
-        return GradientTransformation(init_fn, update_fn)
+        return GradientTransformationExtraArgs(init_fn, update_fn)
 
     name = getattr(factory, "__name__", "factory")
     wrapped.__name__ = wrapped.__qualname__ = f"inject_hyperparams({name})"
@@ -238,8 +245,16 @@ def get_hyperparams(state: OptState) -> dict[str, jax.Array]:
     """Every hyperparameter in ``state``: ``{name: value}``, editable and scheduled alike.
 
     Searches the whole state tree, so the ``InjectHyperparamsState`` may sit inside a ``chain``,
-    ``masked`` or ``partition`` state. Scheduled values are those used by the last update (at
-    step 0 after ``init``).
+    ``masked`` or ``partition`` state.
+
+    Which step the values belong to: an editable value is the one the *next* update will use
+    (whatever ``set_hyperparams`` last wrote). A scheduled value is the one the *last* update
+    used, ``s(t - 1)`` after ``t`` updates (``s(0)`` after ``init``, which is also what the first
+    update uses), not the ``s(t)`` of the next update. This is what ``optax.inject_hyperparams``
+    stores in ``state.hyperparams``, so logging code ports unchanged. For the value the next
+    update will use, evaluate the schedule at the state's step count::
+
+        learning_rate_next = schedule(state.step_count)   # state.count in Optax's spelling
 
     Raises:
       ValueError: if the state holds no ``InjectHyperparamsState``, or two of them share a name.

@@ -62,3 +62,20 @@ def check_less_than(value: Any, bound: float, name: str) -> None:
     number = _concrete_number(value)
     if number is not None and not number < bound:
         raise ValueError(f"{name} must be < {bound}, got {value!r}.")
+
+
+def check_state_type(state: Any, expected: type | tuple[type, ...], transform: str) -> None:
+    """Raises ``TypeError`` unless ``state`` is an ``expected`` instance (the state ``init`` built).
+
+    Without it a state of another optimizer (an ``AdamState`` handed to ``sgd``'s momentum) fails
+    deep inside the update with an ``AttributeError`` about a missing field, or worse, runs with the
+    wrong buffers when the field names happen to agree. The type is static, so under ``jit`` this
+    costs nothing.
+    """
+    if not isinstance(state, expected):
+        names = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
+        raise TypeError(
+            f"{transform}: expected its state to be a {names}, got {type(state).__name__}. Pass the state "
+            f"returned by this transformation's own init (or by its previous update); states of different "
+            f"optimizers or chains are not interchangeable."
+        )
