@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from gradtx.tree_utils import check_trees_match, check_updates_match_params, keep_dtype, path_to_str
+from gradtx.validation import check_empty_state
 
 PyTree = Any
 Params = PyTree
@@ -94,14 +95,16 @@ class EmptyState(NamedTuple):
 
 
 def identity() -> GradientTransformation:
-    """The transformation ``u <- g`` with no state."""
+    """The transformation ``u <- g`` with no state. Matches ``optax.identity``."""
 
     def init_fn(params: Params) -> EmptyState:
         del params
         return EmptyState()
 
     def update_fn(updates, state, params=None, **extra_args):
-        del params, extra_args
+        del extra_args
+        check_empty_state(state, "identity")
+        check_updates_match_params(updates, params, "identity")
         return updates, state
 
     return GradientTransformation(init_fn, update_fn)
@@ -122,6 +125,7 @@ def stateless(
 
     def wrapped_update(updates, state, params=None, **extra_args):
         del extra_args
+        check_empty_state(state, "stateless")
         check_updates_match_params(updates, params, "stateless")
         return update_fn(updates, params), state
 

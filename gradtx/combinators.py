@@ -21,7 +21,7 @@ from gradtx.base import (
     PyTree,
 )
 from gradtx.tree_utils import check_updates_match_params, path_to_str
-from gradtx.validation import check_state_type
+from gradtx.validation import check_empty_state, check_state_type
 
 
 def _accepts_extra_args(update_fn: Callable) -> bool:
@@ -294,6 +294,7 @@ def set_to_zero() -> GradientTransformation:
 
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
+        check_empty_state(state, "set_to_zero")
         check_updates_match_params(updates, params, "set_to_zero")
         return jax.tree.map(lambda u: u * 0, updates), state
 

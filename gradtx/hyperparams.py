@@ -216,9 +216,9 @@ def inject_hyperparams(
             return InjectHyperparamsState(step_count, hyperparams, schedule_values, inner_state)
 
         def update_fn(updates, state, params=None, **extra_args):
+            check_state_type(state, InjectHyperparamsState, f"inject_hyperparams({name})")
             schedule_values = scheduled_at(state.step_count)
             inner = build({**state.hyperparams, **schedule_values})
-            check_state_type(state, InjectHyperparamsState, f"inject_hyperparams({name})")
             if extra_args:
                 updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
             else:

@@ -17,7 +17,7 @@ from gradtx.tree_utils import (
     tree_global_norm,
     zero_step_count,
 )
-from gradtx.validation import check_non_negative, check_positive, check_state_type
+from gradtx.validation import check_empty_state, check_non_negative, check_positive, check_state_type
 
 _PARAMS_REQUIRED = "{name} needs the parameters: call update(updates, state, params)."
 
@@ -105,6 +105,7 @@ def clip(max_delta: float) -> GradientTransformation:
 
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
+        check_empty_state(state, "clip")
         check_updates_match_params(updates, params, "clip")
         return jax.tree.map(
             lambda g: jnp.clip(g, -cast_like(max_delta, g), cast_like(max_delta, g)), updates
@@ -136,6 +137,7 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
 
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
+        check_empty_state(state, "clip_by_global_norm")
         check_updates_match_params(updates, params, "clip_by_global_norm")
         norm = tree_global_norm(updates)
         scale = jnp.where(norm < max_norm, 1.0, max_norm / jnp.maximum(norm, jnp.finfo(norm.dtype).tiny))
@@ -196,6 +198,7 @@ def adaptive_grad_clip(
         del extra_args
         if params is None:
             raise ValueError(_PARAMS_REQUIRED.format(name="adaptive_grad_clip"))
+        check_empty_state(state, "adaptive_grad_clip")
         check_trees_match(updates, params, name="updates", reference_name="params", context="adaptive_grad_clip")
 
         def clip_unitwise(g, w):

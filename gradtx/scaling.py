@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from gradtx.base import EmptyState, GradientTransformation, Params, ScalarOrSchedule, value_at
 from gradtx.tree_utils import cast_like, check_updates_match_params, saturating_increment, zero_step_count
-from gradtx.validation import check_non_negative, check_state_type
+from gradtx.validation import check_empty_state, check_non_negative, check_state_type
 
 
 def scale(step_size: float | jax.Array) -> GradientTransformation:
@@ -21,6 +21,7 @@ def scale(step_size: float | jax.Array) -> GradientTransformation:
 
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
+        check_empty_state(state, "scale")
         check_updates_match_params(updates, params, "scale")
         return jax.tree.map(lambda g: g * jnp.asarray(step_size, jnp.result_type(g)), updates), state
 

@@ -18,7 +18,14 @@ from gradtx.tree_utils import (
     tree_full_like,
     tree_zeros_like,
 )
-from gradtx.validation import check_greater_than, check_less_than, check_non_negative, check_positive, check_state_type
+from gradtx.validation import (
+    check_empty_state,
+    check_greater_than,
+    check_less_than,
+    check_non_negative,
+    check_positive,
+    check_state_type,
+)
 
 
 def scale_by_sign() -> GradientTransformation:
@@ -30,6 +37,7 @@ def scale_by_sign() -> GradientTransformation:
 
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
+        check_empty_state(state, "scale_by_sign")
         check_updates_match_params(updates, params, "scale_by_sign")
         return jax.tree.map(jnp.sign, updates), state
 

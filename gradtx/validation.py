@@ -79,3 +79,17 @@ def check_state_type(state: Any, expected: type | tuple[type, ...], transform: s
             f"returned by this transformation's own init (or by its previous update); states of different "
             f"optimizers or chains are not interchangeable."
         )
+
+
+def check_empty_state(state: Any, transform: str) -> None:
+    """Raises ``TypeError`` if a transformation that keeps no state receives a non-empty one.
+
+    ``EmptyState()`` (gradtx's or Optax's), ``()`` and ``None`` are accepted, as Optax's stateless
+    transforms accept them; an ``AdamState`` means the states of a chain were mixed up.
+    """
+    if state is not None and not (isinstance(state, tuple) and len(state) == 0):
+        raise TypeError(
+            f"{transform}: keeps no state, so its state is EmptyState(); got {type(state).__name__}. Pass the "
+            "state returned by this transformation's own init (states of different optimizers or chains are "
+            "not interchangeable)."
+        )

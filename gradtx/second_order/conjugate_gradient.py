@@ -32,6 +32,7 @@ from gradtx.tree_utils import (
     tree_zeros_like,
     zero_step_count,
 )
+from gradtx.validation import check_state_type
 
 PyTree = Any
 
@@ -137,6 +138,7 @@ def conjugate_gradient(
         return safe_divide(tree_vdot(grads, change), tree_vdot(state.direction, change))
 
     def update_fn(updates, state, params=None, *, value_fn=None, **extra_args):
+        check_state_type(state, ConjugateGradientState, "conjugate_gradient")
         del extra_args
         value_fn = require_value_fn(value_fn, "conjugate_gradient")
         params = require_params(params, "conjugate_gradient")
@@ -277,6 +279,7 @@ def scaled_conjugate_gradient(
         )
 
     def update_fn(updates, state, params=None, *, value_fn=None, **extra_args):
+        check_state_type(state, ScaledConjugateGradientState, "scaled_conjugate_gradient")
         del extra_args
         value_fn = require_value_fn(value_fn, "scaled_conjugate_gradient")
         params = require_params(params, "scaled_conjugate_gradient")

@@ -28,6 +28,7 @@ from gradtx.second_order.curvature import (
 )
 from gradtx.second_order.line_search import backtracking_line_search
 from gradtx.tree_utils import check_trees_match, saturating_increment, tree_vdot, tree_zeros_like, zero_step_count
+from gradtx.validation import check_state_type
 
 PyTree = Any
 
@@ -162,6 +163,7 @@ def hessian_free(
         return value_fn, gauss_newton_operator(model_fn, output_loss_fn, params)
 
     def update_fn(updates, state, params=None, *, value_fn=None, model_fn=None, output_loss_fn=None, **extra_args):
+        check_state_type(state, HessianFreeState, "hessian_free")
         del extra_args
         params = require_params(params, "hessian_free")
         check_trees_match(updates, params, name="updates", reference_name="params")

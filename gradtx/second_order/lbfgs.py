@@ -23,6 +23,7 @@ from gradtx.second_order._common import (
 )
 from gradtx.second_order.line_search import wolfe_line_search
 from gradtx.tree_utils import check_trees_match, saturating_increment, tree_vdot, zero_step_count
+from gradtx.validation import check_state_type
 
 PyTree = Any
 
@@ -156,6 +157,7 @@ def lbfgs(
         )
 
     def update_fn(updates, state, params=None, *, value_fn=None, **extra_args):
+        check_state_type(state, LbfgsState, "lbfgs")
         del extra_args
         value_fn = require_value_fn(value_fn, "lbfgs")
         params = require_params(params, "lbfgs")

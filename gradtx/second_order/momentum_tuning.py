@@ -28,6 +28,7 @@ from gradtx.tree_utils import (
     tree_zeros_like,
     zero_step_count,
 )
+from gradtx.validation import check_state_type
 
 PyTree = Any
 
@@ -258,6 +259,7 @@ def momentum_autotuner(
         return jax.lax.fori_loop(0, num_iterations, body, (top, bottom, zero, zero))
 
     def update_fn(updates, state, params=None, *, value_fn=None, **extra_args):
+        check_state_type(state, MomentumAutotunerState, "momentum_autotuner")
         del extra_args
         if curvature == "hessian":
             value_fn = require_value_fn(value_fn, "momentum_autotuner")

@@ -25,6 +25,7 @@ from gradtx.second_order._common import (
 from gradtx.second_order.curvature import conjugate_gradient_solve, hessian_operator
 from gradtx.second_order.line_search import backtracking_line_search
 from gradtx.tree_utils import check_trees_match, saturating_increment, tree_vdot, zero_step_count
+from gradtx.validation import check_state_type
 
 PyTree = Any
 
@@ -140,6 +141,7 @@ def newton(
         return tree_where(found, result.solution, grads), result.num_iterations
 
     def update_fn(updates, state, params=None, *, value_fn=None, **extra_args):
+        check_state_type(state, NewtonState, "newton")
         del extra_args
         value_fn = require_value_fn(value_fn, "newton")
         params = require_params(params, "newton")
