@@ -100,7 +100,7 @@ def check_trees_match(
     tree_leaves, tree_def = jax.tree.flatten(tree)
     ref_leaves, ref_def = jax.tree.flatten(reference)
     if tree_def == ref_def and (
-        not compare_shapes or all(np.shape(a) == np.shape(b) for a, b in zip(tree_leaves, ref_leaves))
+        not compare_shapes or all(_shape(a) == _shape(b) for a, b in zip(tree_leaves, ref_leaves))
     ):
         return
     prefix = f"{context}: the" if context else "The"
@@ -138,6 +138,11 @@ def check_trees_match(
                 f"{prefix} {name} tree does not match the {reference_name} tree at {path_to_str(path)}: "
                 f"shape {np.shape(leaf)} in {name} vs {np.shape(ref_leaf)} in {reference_name}.{advice}"
             )
+
+
+def _shape(leaf: Any) -> tuple:
+    shape = getattr(leaf, "shape", None)
+    return tuple(shape) if shape is not None else np.shape(leaf)
 
 
 def check_updates_match_params(updates: PyTree, params: PyTree | None, context: str) -> None:
