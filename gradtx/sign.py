@@ -162,7 +162,7 @@ def rprop(
     so the weight keeps moving for one step after the gradient changed sign. gradtx follows the
     paper and ``torch.optim.Rprop``: step ``t`` moves by ``-Delta_t sign(g~_t)`` using ``g_t``.
     On the same problem the two runs separate quickly (a maximum parameter difference of 488
-    after a few steps was measured in one program); ``tests/test_reference_optax.py`` shows both.
+    after a few steps was measured in one program); ``tests/test_interop.py`` shows both.
     Full-batch only in spirit: with mini-batches the sign flips with the noise (see notebook 5).
     Reference: Riedmiller & Braun, "A direct adaptive method for faster backpropagation
     learning: the RPROP algorithm", ICNN 1993.
