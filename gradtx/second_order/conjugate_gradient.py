@@ -138,11 +138,11 @@ def conjugate_gradient(
         return safe_divide(tree_vdot(grads, change), tree_vdot(state.direction, change))
 
     def update_fn(updates, state, params=None, *, value_fn=None, **extra_args):
-        check_state_type(state, ConjugateGradientState, "conjugate_gradient")
         del extra_args
         value_fn = require_value_fn(value_fn, "conjugate_gradient")
         params = require_params(params, "conjugate_gradient")
         check_trees_match(updates, params, name="updates", reference_name="params")
+        check_state_type(state, ConjugateGradientState, "conjugate_gradient")
         first = state.step_count == 0
         direction = tree_add_scaled(tree_neg(updates), beta(updates, state), state.direction)
         slope = tree_vdot(updates, direction)
@@ -279,11 +279,11 @@ def scaled_conjugate_gradient(
         )
 
     def update_fn(updates, state, params=None, *, value_fn=None, **extra_args):
-        check_state_type(state, ScaledConjugateGradientState, "scaled_conjugate_gradient")
         del extra_args
         value_fn = require_value_fn(value_fn, "scaled_conjugate_gradient")
         params = require_params(params, "scaled_conjugate_gradient")
         check_trees_match(updates, params, name="updates", reference_name="params")
+        check_state_type(state, ScaledConjugateGradientState, "scaled_conjugate_gradient")
         dtype = state.lam.dtype
         period = restart_period or sum(int(jnp.size(x)) for x in jax.tree.leaves(params))
         first = state.step_count == 0

@@ -81,10 +81,10 @@ def scale_by_esgd(
         )
 
     def update_fn(updates, state, params=None, *, value_fn=None, **extra_args):
-        check_state_type(state, ESGDState, "scale_by_esgd")
         del extra_args
         value_fn = require_value_fn(value_fn, "esgd")
         params = require_params(params, "esgd")
+        check_state_type(state, ESGDState, "scale_by_esgd")
         check_trees_match(updates, params, name="updates", reference_name="params")
 
         def probe():

@@ -163,11 +163,11 @@ def hessian_free(
         return value_fn, gauss_newton_operator(model_fn, output_loss_fn, params)
 
     def update_fn(updates, state, params=None, *, value_fn=None, model_fn=None, output_loss_fn=None, **extra_args):
-        check_state_type(state, HessianFreeState, "hessian_free")
         del extra_args
         params = require_params(params, "hessian_free")
         check_trees_match(updates, params, name="updates", reference_name="params")
         value_fn, matvec = objective(params, value_fn, model_fn, output_loss_fn)
+        check_state_type(state, HessianFreeState, "hessian_free")
         dtype = state.damping.dtype
         lam = state.damping
 

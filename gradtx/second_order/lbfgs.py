@@ -157,11 +157,11 @@ def lbfgs(
         )
 
     def update_fn(updates, state, params=None, *, value_fn=None, **extra_args):
-        check_state_type(state, LbfgsState, "lbfgs")
         del extra_args
         value_fn = require_value_fn(value_fn, "lbfgs")
         params = require_params(params, "lbfgs")
         check_trees_match(updates, params, name="updates", reference_name="params")
+        check_state_type(state, LbfgsState, "lbfgs")
         direction = tree_neg(lbfgs_direction(updates, state))
         slope = tree_vdot(updates, direction)
         # Rounding can spoil H_t's positive definiteness: fall back to steepest descent.

@@ -259,12 +259,12 @@ def momentum_autotuner(
         return jax.lax.fori_loop(0, num_iterations, body, (top, bottom, zero, zero))
 
     def update_fn(updates, state, params=None, *, value_fn=None, **extra_args):
-        check_state_type(state, MomentumAutotunerState, "momentum_autotuner")
         del extra_args
         if curvature == "hessian":
             value_fn = require_value_fn(value_fn, "momentum_autotuner")
             params = require_params(params, "momentum_autotuner")
             check_trees_match(updates, params, name="updates", reference_name="params")
+        check_state_type(state, MomentumAutotunerState, "momentum_autotuner")
         dtype = state.learning_rate.dtype
         tiny = jnp.finfo(dtype).tiny
         t = saturating_increment(state.step_count)

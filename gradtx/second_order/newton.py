@@ -141,11 +141,11 @@ def newton(
         return tree_where(found, result.solution, grads), result.num_iterations
 
     def update_fn(updates, state, params=None, *, value_fn=None, **extra_args):
-        check_state_type(state, NewtonState, "newton")
         del extra_args
         value_fn = require_value_fn(value_fn, "newton")
         params = require_params(params, "newton")
         check_trees_match(updates, params, name="updates", reference_name="params")
+        check_state_type(state, NewtonState, "newton")
         newton_step, iterations = solve(updates, params, value_fn)
         direction = tree_neg(newton_step)
         slope = tree_vdot(updates, direction)
