@@ -47,6 +47,7 @@ from gradtx.adan import ProximalDecayState, ScaleByAdanState, adan, scale_by_ada
 from gradtx.base import (
     EmptyState,
     GradientTransformation,
+    GradientTransformationExtraArgs,
     OptState,
     Params,
     ScalarOrSchedule,
@@ -118,7 +119,7 @@ from gradtx.distributed import (
     zero1,
     zero1_spec,
 )
-from gradtx.extra_args import GradientTransformationExtraArgs, with_extra_args_support
+from gradtx.extra_args import with_extra_args_support
 from gradtx.factored import FactoredState, ScaleBySM3State, adafactor, scale_by_factored_rms, scale_by_sm3, sm3
 from gradtx.fused import (
     CPU_CHUNK_SIZE,
@@ -295,7 +296,13 @@ from gradtx.step_size import (
 from gradtx.stochastic import AddNoiseState, add_noise, noisy_sgd, scale_by_stddev, scale_gradient
 from gradtx.sweep import SweepResult, config_grid, config_samples, loss_curve, sweep
 from gradtx.target_updates import incremental_update, periodic_update
-from gradtx.tree_utils import check_trees_match, saturating_increment, tree_global_norm, tree_zeros_like
+from gradtx.tree_utils import (
+    check_trees_match,
+    check_updates_match_params,
+    saturating_increment,
+    tree_global_norm,
+    tree_zeros_like,
+)
 from gradtx.tree_utils import saturating_increment as safe_increment
 from gradtx.tree_utils import saturating_increment as safe_int32_increment
 from gradtx.tree_utils import tree_global_norm as global_norm

@@ -26,7 +26,7 @@ from gradtx.tree_utils import (
     tree_zeros_like,
     zero_step_count,
 )
-from gradtx.validation import check_schedule_arguments
+from gradtx.validation import check_schedule_arguments, check_state_type
 
 
 class AccumulationState(NamedTuple):
@@ -40,6 +40,22 @@ class AccumulationState(NamedTuple):
     micro_step: jax.Array
     gradient_sum: PyTree
     inner_state: OptState
+
+    @property
+    def mini_step(self) -> jax.Array:
+        """``micro_step`` under the name of ``optax.MultiStepsState``."""
+        return self.micro_step
+
+    @property
+    def acc_grads(self) -> PyTree:
+        """The mean of the gradients accumulated so far, what ``optax.MultiStepsState.acc_grads`` holds."""
+        count = jnp.maximum(self.micro_step, 1)
+        return jax.tree.map(lambda s: s / count.astype(s.dtype), self.gradient_sum)
+
+    @property
+    def inner_opt_state(self) -> OptState:
+        """``inner_state`` under the name of ``optax.MultiStepsState``."""
+        return self.inner_state
 
 
 @check_schedule_arguments
@@ -85,7 +101,11 @@ def accumulate_gradients(
         )
 
     def update_fn(updates, state, params=None, **extra_args):
-        check_trees_match(updates, state.gradient_sum, name="updates", reference_name="gradient accumulator")
+        check_state_type(state, AccumulationState, "accumulate_gradients")
+        check_trees_match(
+            updates, state.gradient_sum, name="updates", reference_name="gradient accumulator",
+            context="accumulate_gradients",
+        )
         gradient_sum = jax.tree.map(lambda g, s: s + g.astype(s.dtype), updates, state.gradient_sum)
 
         def apply_inner(operands):

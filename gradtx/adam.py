@@ -30,7 +30,13 @@ from gradtx.tree_utils import (
     tree_zeros_like,
     zero_step_count,
 )
-from gradtx.validation import check_decay, check_non_negative, check_positive, check_schedule_arguments
+from gradtx.validation import (
+    check_decay,
+    check_non_negative,
+    check_positive,
+    check_schedule_arguments,
+    check_state_type,
+)
 
 
 class AdamState(NamedTuple):
@@ -42,6 +48,11 @@ class AdamState(NamedTuple):
     step_count: jax.Array
     mu: PyTree
     nu: PyTree
+
+    @property
+    def count(self) -> jax.Array:
+        """Optax's name for ``step_count``."""
+        return self.step_count
 
 
 def _first_moment(g, m, b1):
@@ -111,7 +122,8 @@ def scale_by_adam(
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
-        check_trees_match(updates, state.mu, name="updates", reference_name="adam state")
+        check_state_type(state, AdamState, "scale_by_adam")
+        check_trees_match(updates, state.mu, name="updates", reference_name="adam state", context="scale_by_adam")
         # Why: in float32 g^2 is inf for |g| > 1.8e19, and an inf never leaves a moving average.
         updates = jax.tree.map(clip_for_square, updates, state.nu)
         beta1 = value_at(b1, state.step_count)
@@ -167,7 +179,8 @@ def scale_by_adamax(
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
-        check_trees_match(updates, state.mu, name="updates", reference_name="adamax state")
+        check_state_type(state, AdamState, "scale_by_adamax")
+        check_trees_match(updates, state.mu, name="updates", reference_name="adamax state", context="scale_by_adamax")
         beta1, beta2 = value_at(b1, state.step_count), value_at(b2, state.step_count)
         step_count = saturating_increment(state.step_count)
         mu = jax.tree.map(lambda g, m: _first_moment(g, m, beta1), updates, state.mu)
@@ -187,6 +200,11 @@ class AmsgradState(NamedTuple):
     mu: PyTree
     nu: PyTree
     nu_max: PyTree
+
+    @property
+    def count(self) -> jax.Array:
+        """Optax's name for ``step_count``."""
+        return self.step_count
 
 
 @check_schedule_arguments
@@ -229,7 +247,8 @@ def scale_by_amsgrad(
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
-        check_trees_match(updates, state.mu, name="updates", reference_name="amsgrad state")
+        check_state_type(state, AmsgradState, "scale_by_amsgrad")
+        check_trees_match(updates, state.mu, name="updates", reference_name="amsgrad state", context="scale_by_amsgrad")
         # Why: in float32 g^2 is inf for |g| > 1.8e19, and an inf never leaves a moving average.
         updates = jax.tree.map(clip_for_square, updates, state.nu)
         beta1, beta2 = value_at(b1, state.step_count), value_at(b2, state.step_count)

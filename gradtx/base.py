@@ -17,8 +17,10 @@ from typing import Any, NamedTuple, Protocol, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from gradtx.tree_utils import keep_dtype
+from gradtx.tree_utils import check_trees_match, check_updates_match_params, keep_dtype, path_to_str
+from gradtx.validation import check_empty_state
 
 PyTree = Any
 Params = PyTree
@@ -56,19 +58,39 @@ class GradientTransformation(NamedTuple):
     update: UpdateFn
 
 
+class GradientTransformationExtraArgs(GradientTransformation):
+    """A ``GradientTransformation`` whose ``update`` accepts extra keyword arguments.
+
+    ``update(updates, state, params=None, **extra_args)``: arguments the transformation does not
+    use are ignored, and wrappers (``chain``, ``masked``, ...) forward them to the transforms
+    inside. Builders return this class where Optax returns ``optax.GradientTransformationExtraArgs``
+    (``chain``, ``named_chain``, ``masked``, ``partition``, ``apply_if_finite``,
+    ``inject_hyperparams``, so every named optimizer), so ``isinstance(tx,
+    gradtx.GradientTransformationExtraArgs)`` reads as it does in Optax.
+
+    It is not a subclass of Optax's class (gradtx does not import Optax), so
+    ``isinstance(tx, optax.GradientTransformationExtraArgs)`` is False: ``optax.chain`` then wraps
+    a gradtx transform with ``optax.with_extra_args_support`` and drops extra arguments (such as
+    ``value_fn=``) before they reach it. Use ``gradtx.chain``, which forwards them to any
+    transform whose ``update`` takes ``**kwargs``, Optax's included.
+    """
+
+
 class EmptyState(NamedTuple):
     """State of a transformation that keeps none."""
 
 
 def identity() -> GradientTransformation:
-    """The transformation ``u <- g`` with no state."""
+    """The transformation ``u <- g`` with no state. Matches ``optax.identity``."""
 
     def init_fn(params: Params) -> EmptyState:
         del params
         return EmptyState()
 
     def update_fn(updates, state, params=None, **extra_args):
-        del params, extra_args
+        del extra_args
+        check_empty_state(state, "identity")
+        check_updates_match_params(updates, params, "identity")
         return updates, state
 
     return GradientTransformation(init_fn, update_fn)
@@ -77,7 +99,11 @@ def identity() -> GradientTransformation:
 def stateless(
     update_fn: Callable[[Updates, Params | None], Updates],
 ) -> GradientTransformation:
-    """Wraps ``f(updates, params) -> updates`` into a transformation with ``EmptyState``."""
+    """Wraps ``f(updates, params) -> updates`` into a transformation with ``EmptyState``.
+
+    When ``params`` is given, the updates must have its structure and leaf shapes (``ValueError``
+    naming the first differing path otherwise). Matches ``optax.stateless``.
+    """
 
     def init_fn(params: Params) -> EmptyState:
         del params
@@ -85,16 +111,28 @@ def stateless(
 
     def wrapped_update(updates, state, params=None, **extra_args):
         del extra_args
+        check_empty_state(state, "stateless")
+        check_updates_match_params(updates, params, "stateless")
         return update_fn(updates, params), state
 
     return GradientTransformation(init_fn, wrapped_update)
 
 
 def stateless_with_tree_map(
-    leaf_fn: Callable[[jax.Array], jax.Array],
+    leaf_fn: Callable[[jax.Array, jax.Array | None], jax.Array],
 ) -> GradientTransformation:
-    """Wraps a leaf-wise function ``f(u) -> u`` into a stateless transformation."""
-    return stateless(lambda updates, params: jax.tree.map(leaf_fn, updates))
+    """Wraps a leaf-wise function ``f(u, w) -> u`` into a stateless transformation.
+
+    ``u_i <- f(g_i, w_i)`` for every leaf, with ``w_i = None`` when ``update`` is called without
+    ``params``. Matches ``optax.stateless_with_tree_map`` (same ``(update, param)`` arguments).
+    """
+
+    def update_fn(updates: Updates, params: Params | None) -> Updates:
+        if params is None:
+            return jax.tree.map(lambda g: leaf_fn(g, None), updates)
+        return jax.tree.map(leaf_fn, updates, params)
+
+    return stateless(update_fn)
 
 
 def apply_updates(params: Params, updates: Updates) -> Params:
@@ -103,7 +141,29 @@ def apply_updates(params: Params, updates: Updates) -> Params:
     The sum is formed in the wider of the two dtypes and cast back, so bfloat16 parameters
     receive float32 updates without an intermediate bfloat16 rounding of ``u``.
     ``None`` leaves (absent parameters) stay ``None``.
+
+    Raises:
+      ValueError: if ``updates`` does not have the structure and leaf shapes of ``params``
+        (naming the first differing path), instead of broadcasting a ``(1, 2)`` update onto a
+        ``(3, 2)`` parameter.
+      TypeError: for an integer or boolean parameter receiving a floating-point (or complex)
+        update, which the cast back to the parameter's dtype would truncate, usually to no change
+        at all. Integer updates of integer parameters are added exactly. Optax truncates silently.
     """
+    check_trees_match(updates, params, name="updates", reference_name="params", context="apply_updates")
+    for index, (param, update) in enumerate(zip(jax.tree.leaves(params), jax.tree.leaves(updates))):
+        param_dtype = _dtype_of(param)
+        if _is_inexact(param_dtype):
+            continue
+        update_dtype = _dtype_of(update)
+        if param_dtype.kind == "b" or _is_inexact(update_dtype):
+            path = path_to_str(jax.tree.leaves_with_path(params)[index][0])
+            raise TypeError(
+                f"apply_updates: params leaf {path} has dtype {param_dtype} and its update "
+                f"{update_dtype}; the sum would be truncated back to {param_dtype} (a step smaller "
+                "than 1 is lost). Make the parameter floating-point, or keep it out of the "
+                "optimizer (gradtx.masked/freeze, or a separate non-trainable collection)."
+            )
 
     def add(param, update):
         if param is None:
@@ -112,6 +172,17 @@ def apply_updates(params: Params, updates: Updates) -> Params:
         return keep_dtype(param + update, param.dtype)
 
     return jax.tree.map(add, params, updates, is_leaf=lambda x: x is None)
+
+
+def _dtype_of(leaf: Any) -> Any:
+    """A leaf's dtype, read from the attribute when it has one (``jnp.result_type`` is slow per leaf)."""
+    dtype = getattr(leaf, "dtype", None)
+    return dtype if isinstance(dtype, np.dtype) else np.dtype(jnp.result_type(leaf))
+
+
+def _is_inexact(dtype: np.dtype) -> bool:
+    # bfloat16, float8 (and int4) from ml_dtypes are NumPy kind "V": ask JAX only for those.
+    return dtype.kind in "fc" or (dtype.kind == "V" and bool(jnp.issubdtype(dtype, jnp.inexact)))
 
 
 def value_at(hyperparameter: Any, step_count: jax.Array) -> Any:

@@ -89,6 +89,36 @@ def _place(array: np.ndarray, like: Any) -> jax.Array:
     return jnp.asarray(array)
 
 
+def _is_loosely_typed(leaf: Any) -> bool:
+    """Whether ``leaf``'s dtype is a default rather than a choice: a Python number or a weakly typed array.
+
+    ``TrainState.create`` starts Flax's ``step`` as the Python int ``0``; after a jitted step it is
+    an int32 (or int64 with ``jax_enable_x64``) array. A fresh state therefore cannot say which
+    integer width the checkpoint holds, and the saved one is taken.
+    """
+    return isinstance(leaf, (bool, int, float, complex)) or bool(getattr(leaf, "weak_type", False))
+
+
+def _leaf_dtype(leaf: Any) -> np.dtype:
+    return jnp.dtype(getattr(leaf, "dtype", None) or np.asarray(leaf).dtype)
+
+
+def _dtypes_compatible(stored: np.dtype, like_leaf: Any) -> bool:
+    """Same dtype, or a loosely typed ``like`` leaf of the same kind (int/float/bool/complex)."""
+    like_dtype = _leaf_dtype(like_leaf)
+    if stored == like_dtype:
+        return True
+    return _is_loosely_typed(like_leaf) and stored.kind == like_dtype.kind
+
+
+def _exact_integer_cast(array: np.ndarray, dtype: np.dtype) -> np.ndarray | None:
+    """``array`` as the integer ``dtype`` if every value survives the cast, else None."""
+    if array.dtype.kind not in "iu" or dtype.kind not in "iu":
+        return None
+    cast = array.astype(dtype)
+    return cast if np.array_equal(cast.astype(array.dtype), array) else None
+
+
 def load_state(path: str | os.PathLike, like: PyTree, *, format: str = "npz") -> PyTree:
     """Reads a tree written by ``save_state`` into the structure of ``like``.
 
@@ -98,6 +128,11 @@ def load_state(path: str | os.PathLike, like: PyTree, *, format: str = "npz") ->
         ``jax.ShapeDtypeStruct``s (e.g. ``optimizer.init(params)``, ``jax.eval_shape`` of it, or
         ``gradtx.init_sharded`` on abstract parameters). Only structure, shapes, dtypes and
         shardings are used: each restored leaf is placed with ``like``'s sharding when it has one.
+        A fresh Flax ``TrainState.create(...)`` works as ``like``: leaves whose dtype is only a
+        default (Python numbers such as its ``step = 0``, weakly typed arrays) take the
+        checkpoint's dtype of the same kind (int, float, ...), so the restored tree equals the
+        saved one bit for bit. A strongly typed integer leaf of another width receives the stored
+        integers cast to its dtype when they all fit exactly.
       format: ``"npz"`` (default) or ``"orbax"``.
 
     Returns:
@@ -108,10 +143,7 @@ def load_state(path: str | os.PathLike, like: PyTree, *, format: str = "npz") ->
         if the number of leaves differs.
     """
     if format == "orbax":
-        abstract = jax.tree.map(
-            lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=getattr(leaf, "sharding", None)), like
-        )
-        return _orbax_checkpointer().restore(os.path.abspath(path), abstract)
+        return _load_orbax(os.path.abspath(path), like)
     if format != "npz":
         raise ValueError(f"load_state: format must be 'npz' or 'orbax', got {format!r}.")
     like_leaves, treedef = jax.tree.flatten_with_path(like)
@@ -137,14 +169,68 @@ def load_state(path: str | os.PathLike, like: PyTree, *, format: str = "npz") ->
             dtype = jnp.dtype(record["dtype"])
             array = array.view(dtype) if array.dtype != dtype else array
             like_shape = tuple(getattr(like_leaf, "shape", np.shape(like_leaf)))
-            like_dtype = jnp.dtype(getattr(like_leaf, "dtype", np.asarray(like_leaf).dtype))
-            if tuple(record["shape"]) != like_shape or dtype != like_dtype:
+            like_dtype = _leaf_dtype(like_leaf)
+            if tuple(record["shape"]) == like_shape and not _dtypes_compatible(dtype, like_leaf):
+                cast = _exact_integer_cast(array, like_dtype)
+                if cast is not None:
+                    array, dtype = cast, like_dtype
+            if tuple(record["shape"]) != like_shape or not _dtypes_compatible(dtype, like_leaf):
                 raise ValueError(
                     f"load_state: {where} is {dtype}{list(record['shape'])} in the checkpoint, "
                     f"{like_dtype}{list(like_shape)} in `like`."
                 )
             restored.append(_place(array.reshape(like_shape), like_leaf))
     return jax.tree.unflatten(treedef, restored)
+
+
+def _path_key(path: tuple) -> tuple[str, ...]:
+    """A key path as strings, so that a dataclass field, a dict key and a list index written by
+    Orbax as nested dicts and lists compare equal to ``like``'s own path."""
+    names = []
+    for entry in path:
+        for attribute in ("key", "name", "idx"):
+            if hasattr(entry, attribute):
+                names.append(str(getattr(entry, attribute)))
+                break
+        else:
+            names.append(str(entry))
+    return tuple(names)
+
+
+def _load_orbax(path: str, like: PyTree) -> PyTree:
+    checkpointer = _orbax_checkpointer()
+    stored = {}
+    try:
+        metadata = checkpointer.metadata(path)
+        tree = getattr(getattr(metadata, "item_metadata", metadata), "tree", None)
+        if tree is not None:
+            is_record = lambda node: hasattr(node, "dtype") and hasattr(node, "shape")  # noqa: E731
+            for leaf_path, record in jax.tree.leaves_with_path(tree, is_leaf=is_record):
+                stored[_path_key(leaf_path)] = record
+    except Exception:  # noqa: BLE001 - metadata is an optional aid; restore still checks what it can
+        stored = {}
+
+    def abstract(leaf_path: tuple, leaf: Any) -> jax.ShapeDtypeStruct:
+        shape = tuple(getattr(leaf, "shape", np.shape(leaf)))
+        dtype = _leaf_dtype(leaf)
+        record = stored.get(_path_key(leaf_path))
+        if record is not None:
+            saved = jnp.dtype(record.dtype)
+            if tuple(record.shape) != shape or not _dtypes_compatible(saved, leaf):
+                exact_int = saved.kind in "iu" and dtype.kind in "iu" and tuple(record.shape) == shape
+                if not exact_int:
+                    raise ValueError(
+                        f"load_state: {path_to_str(leaf_path)} is {saved}{list(record.shape)} in the checkpoint, "
+                        f"{dtype}{list(shape)} in `like`."
+                    )
+            elif _is_loosely_typed(leaf):
+                dtype = saved
+        return jax.ShapeDtypeStruct(shape, dtype, sharding=getattr(leaf, "sharding", None))
+
+    target = jax.tree.map_with_path(abstract, like)
+    restored = checkpointer.restore(path, target)
+    return jax.tree.map(lambda leaf, spec: leaf if isinstance(leaf, jax.Array) else jnp.asarray(leaf, spec.dtype),
+                        restored, target)
 
 
 def _orbax_checkpointer() -> Any:

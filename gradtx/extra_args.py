@@ -12,16 +12,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from gradtx.base import GradientTransformation
-
-
-class GradientTransformationExtraArgs(GradientTransformation):
-    """A ``GradientTransformation`` whose ``update`` accepts extra keyword arguments.
-
-    ``update(updates, state, params=None, **extra_args) -> (updates, state)``. The fields are those
-    of ``GradientTransformation`` (``init``, ``update``), so it is one wherever one is expected.
-    Matches ``optax.GradientTransformationExtraArgs``.
-    """
+from gradtx.base import GradientTransformationExtraArgs
 
 
 def _accepts_extra_args(update_fn: Callable) -> bool:

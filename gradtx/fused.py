@@ -49,7 +49,8 @@ from gradtx.adam import adam
 from gradtx.base import GradientTransformation, OptState, Params, PyTree, ScalarOrSchedule, apply_updates
 from gradtx.momentum import sgd
 from gradtx.rms import rmsprop
-from gradtx.validation import check_schedule_arguments
+from gradtx.tree_utils import check_trees_match, check_updates_match_params
+from gradtx.validation import check_schedule_arguments, check_state_type
 
 # A good ``chunk_size`` on a CPU: with Adam's four float32 streams a chunk is 256 KiB, half of a
 # core's L2 cache, and the loop's fixed cost per chunk (a few microseconds of XLA:CPU's runtime)
@@ -483,14 +484,27 @@ def flatten(inner: GradientTransformation) -> GradientTransformation:
         return FlattenState(inner.init(flatten_tree(params)))
 
     def update_fn(updates, state, params=None, **extra_args):
-        if not isinstance(state, FlattenState):
-            raise ValueError(f"flatten: expected a FlattenState, found {type(state).__name__}.")
+        check_state_type(state, FlattenState, "flatten")
+        check_updates_match_params(updates, params, "flatten")
+        _check_against_state_layout(updates, state.inner_state)
         flat_updates = flatten_tree(updates)
         flat_params = None if params is None else _pack(params, flat_updates.layout, "params")
         new_updates, inner_state = inner.update(flat_updates, state.inner_state, flat_params, **extra_args)
         return new_updates.unflatten(), FlattenState(inner_state)
 
     return GradientTransformation(init_fn, update_fn)
+
+
+def _check_against_state_layout(updates: PyTree, inner_state: OptState) -> None:
+    """Names the path where ``updates`` differ from the tree the flat state was packed from."""
+    is_flat = lambda node: isinstance(node, FlatTree)  # noqa: E731
+    flat = [node for node in jax.tree.leaves(inner_state, is_leaf=is_flat) if is_flat(node)]
+    if flat:
+        layout = flat[0].layout
+        reference = layout.treedef.unflatten(
+            [jax.ShapeDtypeStruct(shape, layout.dtypes[buffer]) for buffer, _, shape in layout.leaves]
+        )
+        check_trees_match(updates, reference, name="updates", reference_name="params", context="flatten")
 
 
 @check_schedule_arguments

@@ -25,9 +25,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradtx.base import GradientTransformation, OptState, Params
+from gradtx.base import GradientTransformation, GradientTransformationExtraArgs, OptState, Params
 from gradtx.schedules.stateful import StatefulSchedule, WrappedSchedule
 from gradtx.tree_utils import saturating_increment, zero_step_count
+from gradtx.validation import check_state_type
 
 
 class InjectStatefulHyperparamsState(NamedTuple):
@@ -247,6 +248,7 @@ def inject_hyperparams(
             return InjectStatefulHyperparamsState(zero_step_count(), hyperparams, schedule_states, inner_state)
 
         def update_fn(updates, state, params=None, **extra_args):
+            check_state_type(state, InjectHyperparamsState, f"inject_hyperparams({name})")
             dtype = _hyperparam_dtype(params, hyperparam_dtype)
             hyperparams = {
                 key: _as_hyperparam(value, dtype) for key, value in state.hyperparams.items() if key not in schedules
@@ -267,7 +269,7 @@ def inject_hyperparams(
             )
             return updates, new_state
 
-        return GradientTransformation(init_fn, update_fn)
+        return GradientTransformationExtraArgs(init_fn, update_fn)
 
     wrapped.__name__ = wrapped.__qualname__ = f"inject_hyperparams({name})"
     wrapped.__doc__ = f"``{name}`` with its numeric hyperparameters in the state (see ``inject_hyperparams``)."
@@ -296,11 +298,17 @@ def _injected_states(state: OptState) -> list[InjectStatefulHyperparamsState]:
 def get_hyperparams(state: OptState) -> dict[str, jax.Array]:
     """Every hyperparameter in ``state``: ``{name: value}``, editable and scheduled alike.
 
-    Searches the whole state tree, so the injected state may sit inside a ``chain``, ``masked``
-    or ``partition`` state. It reads ``state.hyperparams``: a numeric value is the one the *next*
-    update will use; a scheduled value is the one the *last* update used (after ``init``, the one
-    for step 0, which the first update uses), as in Optax. ``state.hyperparams_states`` tells the
-    schedule state the next update starts from.
+    Searches the whole state tree, so the ``InjectHyperparamsState`` may sit inside a ``chain``,
+    ``masked`` or ``partition`` state.
+
+    Which step the values belong to: an editable value is the one the *next* update will use
+    (whatever ``set_hyperparams`` last wrote). A scheduled value is the one the *last* update
+    used, ``s(t - 1)`` after ``t`` updates (``s(0)`` after ``init``, which is also what the first
+    update uses), not the ``s(t)`` of the next update. This is what ``optax.inject_hyperparams``
+    stores in ``state.hyperparams``, so logging code ports unchanged. For the value the next
+    update will use, evaluate the schedule at the state's step count::
+
+        learning_rate_next = schedule(state.count)
 
     Raises:
       ValueError: if the state holds no ``InjectHyperparamsState``, or two of them share a name.

@@ -31,7 +31,7 @@ from gradtx.tree_utils import (
     tree_zeros_like,
     zero_step_count,
 )
-from gradtx.validation import check_decay, check_non_negative
+from gradtx.validation import check_closed_unit, check_decay, check_non_negative, check_state_type
 
 
 def bias_correction(moment: PyTree, decay: Any, step_count: jax.Array) -> PyTree:
@@ -53,10 +53,15 @@ def bias_correction(moment: PyTree, decay: Any, step_count: jax.Array) -> PyTree
 
 
 class TraceState(NamedTuple):
-    """State of ``trace``: the step count and the momentum buffer ``b``."""
+    """State of ``trace``: the step count and the momentum buffer ``b`` (Optax's ``trace``)."""
 
     step_count: jax.Array
     trace: PyTree
+
+    @property
+    def count(self) -> jax.Array:
+        """Alias of ``step_count``, the name Optax uses for step counters."""
+        return self.step_count
 
 
 def trace(
@@ -72,13 +77,14 @@ def trace(
     nesterov=...)`` (dampening 0) and ``optax.trace``.
 
     Args:
-      decay: the momentum ``mu`` in [0, 1), or a schedule ``t -> mu_t``.
+      decay: the momentum ``mu`` in [0, 1], or a schedule ``t -> mu_t``. ``mu = 1`` is allowed, as in
+        Optax: ``b_t`` is then the plain sum of all gradients.
       nesterov: use the reformulated Nesterov update ``g + mu b`` (Sutskever et al. 2013).
       accumulator_dtype: dtype of ``b``; default the parameter's dtype.
 
     State: ``TraceState(step_count, trace=b)``.
     """
-    check_decay(decay, "decay")
+    check_closed_unit(decay, "decay")
 
     def init_fn(params: Params) -> TraceState:
         check_float_leaves(params, allow_complex=True)
@@ -86,7 +92,8 @@ def trace(
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
-        check_trees_match(updates, state.trace, name="updates", reference_name="trace state")
+        check_state_type(state, TraceState, "trace")
+        check_trees_match(updates, state.trace, name="updates", reference_name="trace state", context="trace")
         mu = value_at(decay, state.step_count)
         new_trace = jax.tree.map(lambda g, b: g + cast_like(mu, b) * b, updates, state.trace)
         if nesterov:
@@ -103,6 +110,11 @@ class HeavyBallState(NamedTuple):
 
     step_count: jax.Array
     velocity: PyTree
+
+    @property
+    def count(self) -> jax.Array:
+        """Optax's name for ``step_count``."""
+        return self.step_count
 
 
 def heavy_ball(
@@ -139,7 +151,10 @@ def heavy_ball(
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
-        check_trees_match(updates, state.velocity, name="updates", reference_name="velocity state")
+        check_state_type(state, HeavyBallState, "heavy_ball")
+        check_trees_match(
+            updates, state.velocity, name="updates", reference_name="velocity state", context="heavy_ball"
+        )
         eta = value_at(learning_rate, state.step_count)
         mu = value_at(momentum, state.step_count)
         velocity = jax.tree.map(lambda v, g: cast_like(mu, v) * v - cast_like(eta, v) * g, state.velocity, updates)
@@ -159,10 +174,15 @@ def nesterov_lookahead(params: Params, state: HeavyBallState, momentum: Any) -> 
 
 
 class EmaState(NamedTuple):
-    """State of ``ema``: the step count and the moving average ``m``."""
+    """State of ``ema``: the step count (Optax's ``count``) and the moving average ``m``."""
 
     step_count: jax.Array
     ema: PyTree
+
+    @property
+    def count(self) -> jax.Array:
+        """Optax's name for ``step_count``."""
+        return self.step_count
 
 
 def ema(decay: ScalarOrSchedule, debias: bool = True, accumulator_dtype: Any = None) -> GradientTransformation:
@@ -187,7 +207,8 @@ def ema(decay: ScalarOrSchedule, debias: bool = True, accumulator_dtype: Any = N
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
-        check_trees_match(updates, state.ema, name="updates", reference_name="ema state")
+        check_state_type(state, EmaState, "ema")
+        check_trees_match(updates, state.ema, name="updates", reference_name="ema state", context="ema")
         beta = value_at(decay, state.step_count)
         step_count = saturating_increment(state.step_count)
         average = jax.tree.map(lambda g, m: cast_like(beta, m) * m + cast_like(1 - beta, m) * g, updates, state.ema)

@@ -15,10 +15,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradtx.base import GradientTransformation, OptState, Params, PyTree
+from gradtx.base import GradientTransformation, GradientTransformationExtraArgs, OptState, Params, PyTree
 from gradtx.combinators import _call_update
-from gradtx.tree_utils import abs_sq, saturating_increment, zero_step_count
-from gradtx.validation import check_schedule_arguments
+from gradtx.tree_utils import (
+    abs_sq,
+    check_trees_match,
+    check_updates_match_params,
+    saturating_increment,
+    zero_step_count,
+)
+from gradtx.validation import check_schedule_arguments, check_state_type
 
 
 def tree_all_finite(tree: PyTree) -> jax.Array:
@@ -37,23 +43,34 @@ def tree_all_finite(tree: PyTree) -> jax.Array:
 
 
 class ApplyIfFiniteState(NamedTuple):
-    """State of ``apply_if_finite``.
+    """State of ``apply_if_finite``, with Optax's field names and order.
 
-    ``consecutive_errors``: int32, non-finite steps in a row (reset to 0 by a finite step).
-    ``total_errors``: int32, non-finite steps since ``init`` (never reset).
+    ``notfinite_count``: int32, non-finite steps in a row (reset to 0 by a finite step).
     ``last_finite``: bool, whether the latest gradient was finite.
+    ``total_notfinite``: int32, non-finite steps since ``init`` (never reset).
     ``inner_state``: the wrapped transformation's state, untouched by skipped steps.
-    Both counters saturate at the int32 maximum instead of wrapping around.
+    Both counters saturate at the int32 maximum instead of wrapping around. The earlier gradtx
+    names ``consecutive_errors`` and ``total_errors`` remain as read-only aliases.
     """
 
-    consecutive_errors: jax.Array
-    total_errors: jax.Array
+    notfinite_count: jax.Array
     last_finite: jax.Array
+    total_notfinite: jax.Array
     inner_state: OptState
+
+    @property
+    def consecutive_errors(self) -> jax.Array:
+        """Alias of ``notfinite_count`` (gradtx's earlier name)."""
+        return self.notfinite_count
+
+    @property
+    def total_errors(self) -> jax.Array:
+        """Alias of ``total_notfinite`` (gradtx's earlier name)."""
+        return self.total_notfinite
 
 
 @check_schedule_arguments
-def apply_if_finite(inner: GradientTransformation, max_consecutive_errors: int) -> GradientTransformation:
+def apply_if_finite(inner: GradientTransformation, max_consecutive_errors: int) -> GradientTransformationExtraArgs:
     """Runs ``inner`` only on finite gradients; a non-finite step leaves everything as it was.
 
     With ``finite_t`` = "every entry of ``g_t`` is finite" and ``c_t`` the number of non-finite
@@ -84,9 +101,8 @@ def apply_if_finite(inner: GradientTransformation, max_consecutive_errors: int) 
       inner: the transformation to protect, e.g. ``gradtx.adam(1e-3)``.
       max_consecutive_errors: ``N`` >= 0, the number of consecutive non-finite steps to skip.
 
-    State: ``ApplyIfFiniteState(consecutive_errors, total_errors, last_finite, inner_state)``.
-    Matches ``optax.apply_if_finite`` step for step (Optax names the fields ``notfinite_count``,
-    ``total_notfinite``, ``last_finite``, ``inner_state``).
+    State: ``ApplyIfFiniteState(notfinite_count, last_finite, total_notfinite, inner_state)``, Optax's
+    fields. Matches ``optax.apply_if_finite`` step for step.
     """
     if isinstance(max_consecutive_errors, bool) or not isinstance(max_consecutive_errors, int):
         raise TypeError(
@@ -99,18 +115,19 @@ def apply_if_finite(inner: GradientTransformation, max_consecutive_errors: int) 
 
     def init_fn(params: Params) -> ApplyIfFiniteState:
         return ApplyIfFiniteState(
-            consecutive_errors=zero_step_count(),
-            total_errors=zero_step_count(),
+            notfinite_count=zero_step_count(),
             last_finite=jnp.asarray(True),
+            total_notfinite=zero_step_count(),
             inner_state=inner.init(params),
         )
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, ApplyIfFiniteState, "apply_if_finite")
         finite = tree_all_finite(updates)
         consecutive_errors = jnp.where(
-            finite, jnp.zeros_like(state.consecutive_errors), saturating_increment(state.consecutive_errors)
+            finite, jnp.zeros_like(state.notfinite_count), saturating_increment(state.notfinite_count)
         )
-        total_errors = jnp.where(finite, state.total_errors, saturating_increment(state.total_errors))
+        total_errors = jnp.where(finite, state.total_notfinite, saturating_increment(state.total_notfinite))
 
         take = jnp.logical_or(finite, consecutive_errors > limit)
         # A select rather than ``lax.cond``: the same program runs on every step (``cond`` becomes a
@@ -118,9 +135,9 @@ def apply_if_finite(inner: GradientTransformation, max_consecutive_errors: int) 
         new_updates, inner_state = _call_update(inner, updates, state.inner_state, params, extra_args)
         new_updates = jax.tree.map(lambda u: jnp.where(take, u, jnp.zeros_like(u)), new_updates)
         inner_state = jax.tree.map(lambda new, old: jnp.where(take, new, old), inner_state, state.inner_state)
-        return new_updates, ApplyIfFiniteState(consecutive_errors, total_errors, finite, inner_state)
+        return new_updates, ApplyIfFiniteState(consecutive_errors, finite, total_errors, inner_state)
 
-    return GradientTransformation(init_fn, update_fn)
+    return GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 class ZeroNansState(NamedTuple):
@@ -149,7 +166,12 @@ def zero_nans() -> GradientTransformation:
         return ZeroNansState(jax.tree.map(lambda _: jnp.asarray(False), params))
 
     def update_fn(updates, state, params=None, **extra_args):
-        del state, params, extra_args
+        del extra_args
+        check_state_type(state, ZeroNansState, "zero_nans")
+        check_updates_match_params(updates, params, "zero_nans")
+        check_trees_match(
+            updates, state.found_nan, name="updates", reference_name="params", context="zero_nans", compare_shapes=False
+        )
         found_nan = jax.tree.map(lambda g: jnp.any(jnp.isnan(g)), updates)
         updates = jax.tree.map(lambda g: jnp.where(jnp.isnan(g), jnp.zeros_like(g), g), updates)
         return updates, ZeroNansState(found_nan)

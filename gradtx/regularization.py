@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from gradtx.base import EmptyState, GradientTransformation, Params, ScalarOrSchedule, value_at
+from gradtx.base import EmptyState, GradientTransformation, Params, PyTree, ScalarOrSchedule, value_at
 from gradtx.combinators import MaskOrFn, masked
 from gradtx.tree_utils import (
     cast_like,
     check_trees_match,
+    check_updates_match_params,
     saturating_increment,
     tree_global_norm,
     zero_step_count,
 )
-from gradtx.validation import check_non_negative, check_positive, check_schedule_arguments
+from gradtx.validation import (
+    check_empty_state,
+    check_non_negative,
+    check_positive,
+    check_schedule_arguments,
+    check_state_type,
+)
 
 _PARAMS_REQUIRED = "{name} needs the parameters: call update(updates, state, params)."
 
@@ -25,6 +32,11 @@ class AddDecayedWeightsState(NamedTuple):
     """State of ``add_decayed_weights``: the step count, for a scheduled ``lambda``."""
 
     step_count: jax.Array
+
+    @property
+    def count(self) -> jax.Array:
+        """Optax's name for ``step_count``."""
+        return self.step_count
 
 
 def add_decayed_weights(weight_decay: ScalarOrSchedule = 0.0, mask: MaskOrFn | None = None) -> GradientTransformation:
@@ -37,6 +49,9 @@ def add_decayed_weights(weight_decay: ScalarOrSchedule = 0.0, mask: MaskOrFn | N
       weight_decay: ``lambda`` >= 0 or a schedule. Default 0.
       mask: tree of booleans (or ``params -> tree``) selecting the leaves to decay; by
         convention biases and normalization scales are often excluded. Default: all leaves.
+
+    A ``None`` update (a leaf, or the whole tree, without a gradient) stays ``None``, as in
+    Optax; ``update(None, state, params)`` returns ``(None, state)``.
 
     State: ``AddDecayedWeightsState(step_count)`` (inside ``MaskedState`` when masked).
     Matches ``optax.add_decayed_weights``.
@@ -51,13 +66,33 @@ def add_decayed_weights(weight_decay: ScalarOrSchedule = 0.0, mask: MaskOrFn | N
         del extra_args
         if params is None:
             raise ValueError(_PARAMS_REQUIRED.format(name="add_decayed_weights"))
-        check_trees_match(updates, params, name="updates", reference_name="params")
+        if updates is None:
+            return None, state
+        check_state_type(state, AddDecayedWeightsState, "add_decayed_weights")
+        check_trees_match(
+            updates, _without_leaves_at_none(updates, params), name="updates", reference_name="params",
+            context="add_decayed_weights",
+        )
         decay = value_at(weight_decay, state.step_count)
-        updates = jax.tree.map(lambda g, w: g + cast_like(decay, g) * w, updates, params)
+        updates = jax.tree.map(
+            lambda g, w: None if g is None else g + cast_like(decay, g) * w, updates, params, is_leaf=_is_none
+        )
         return updates, AddDecayedWeightsState(saturating_increment(state.step_count))
 
     transform = GradientTransformation(init_fn, update_fn)
     return transform if mask is None else masked(transform, mask)
+
+
+def _is_none(x: Any) -> bool:
+    return x is None
+
+
+def _without_leaves_at_none(updates: PyTree, params: PyTree) -> PyTree:
+    """``params`` with ``None`` wherever ``updates`` is ``None`` (a parameter without a gradient)."""
+    try:
+        return jax.tree.map(lambda g, w: None if g is None else w, updates, params, is_leaf=_is_none)
+    except (ValueError, TypeError):
+        return params  # the structures differ: check_trees_match names the path
 
 
 @check_schedule_arguments
@@ -76,7 +111,9 @@ def clip(max_delta: float) -> GradientTransformation:
         return EmptyState()
 
     def update_fn(updates, state, params=None, **extra_args):
-        del params, extra_args
+        del extra_args
+        check_empty_state(state, "clip")
+        check_updates_match_params(updates, params, "clip")
         return jax.tree.map(
             lambda g: jnp.clip(g, -cast_like(max_delta, g), cast_like(max_delta, g)), updates
         ), state
@@ -132,7 +169,9 @@ def clip_by_global_norm(max_norm: ScalarOrSchedule) -> GradientTransformation:
         return EmptyState()
 
     def update_fn(updates, state, params=None, **extra_args):
-        del params, extra_args
+        del extra_args
+        check_empty_state(state, "clip_by_global_norm")
+        check_updates_match_params(updates, params, "clip_by_global_norm")
         return clipped(updates, max_norm), state
 
     return GradientTransformation(init_fn, update_fn)
@@ -191,7 +230,8 @@ def adaptive_grad_clip(
         del extra_args
         if params is None:
             raise ValueError(_PARAMS_REQUIRED.format(name="adaptive_grad_clip"))
-        check_trees_match(updates, params, name="updates", reference_name="params")
+        check_empty_state(state, "adaptive_grad_clip")
+        check_trees_match(updates, params, name="updates", reference_name="params", context="adaptive_grad_clip")
 
         def clip_unitwise(g, w):
             g_norm = unitwise_norm(g, axis)

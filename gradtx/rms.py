@@ -31,7 +31,13 @@ from gradtx.tree_utils import (
     tree_zeros_like,
     zero_step_count,
 )
-from gradtx.validation import check_decay, check_non_negative, check_positive, check_schedule_arguments
+from gradtx.validation import (
+    check_decay,
+    check_non_negative,
+    check_positive,
+    check_schedule_arguments,
+    check_state_type,
+)
 
 
 class AdagradState(NamedTuple):
@@ -76,7 +82,10 @@ def scale_by_adagrad(
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
-        check_trees_match(updates, state.sum_of_squares, name="updates", reference_name="adagrad state")
+        check_state_type(state, AdagradState, "scale_by_adagrad")
+        check_trees_match(
+            updates, state.sum_of_squares, name="updates", reference_name="adagrad state", context="scale_by_adagrad"
+        )
         # Why: in float32 g^2 is inf for |g| > 1.8e19, and an inf never leaves the running sum; the
         # sum itself grows without bound, so it saturates at the dtype's largest value instead.
         updates = jax.tree.map(clip_for_square, updates, state.sum_of_squares)
@@ -103,6 +112,11 @@ class RmsState(NamedTuple):
     step_count: jax.Array
     nu: PyTree
     mu: PyTree
+
+    @property
+    def count(self) -> jax.Array:
+        """Optax's name for ``step_count``."""
+        return self.step_count
 
 
 @check_schedule_arguments
@@ -153,7 +167,8 @@ def scale_by_rms(
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
-        check_trees_match(updates, state.nu, name="updates", reference_name="rms state")
+        check_state_type(state, RmsState, "scale_by_rms")
+        check_trees_match(updates, state.nu, name="updates", reference_name="rms state", context="scale_by_rms")
         # Why: in float32 g^2 is inf for |g| > 1.8e19, and an inf never leaves a moving average.
         raw_updates = updates
         updates = jax.tree.map(clip_for_square, updates, state.nu)
@@ -190,6 +205,21 @@ class AdadeltaState(NamedTuple):
     squared_gradient_avg: PyTree
     squared_delta_avg: PyTree
 
+    @property
+    def count(self) -> jax.Array:
+        """Optax's name for ``step_count``."""
+        return self.step_count
+
+    @property
+    def e_g(self) -> PyTree:
+        """Optax's name for ``squared_gradient_avg``."""
+        return self.squared_gradient_avg
+
+    @property
+    def e_x(self) -> PyTree:
+        """Optax's name for ``squared_delta_avg``."""
+        return self.squared_delta_avg
+
 
 @check_schedule_arguments
 def scale_by_adadelta(rho: ScalarOrSchedule = 0.9, eps: float = 1e-6) -> GradientTransformation:
@@ -220,7 +250,11 @@ def scale_by_adadelta(rho: ScalarOrSchedule = 0.9, eps: float = 1e-6) -> Gradien
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
-        check_trees_match(updates, state.squared_gradient_avg, name="updates", reference_name="adadelta state")
+        check_state_type(state, AdadeltaState, "scale_by_adadelta")
+        check_trees_match(
+            updates, state.squared_gradient_avg, name="updates", reference_name="adadelta state",
+            context="scale_by_adadelta",
+        )
         # Why: in float32 g^2 is inf for |g| > 1.8e19, and an inf never leaves a moving average.
         updates = jax.tree.map(clip_for_square, updates, state.squared_gradient_avg)
         decay = value_at(rho, state.step_count)

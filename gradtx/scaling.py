@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 
 from gradtx.base import EmptyState, GradientTransformation, Params, ScalarOrSchedule, value_at
-from gradtx.tree_utils import cast_like, saturating_increment, zero_step_count
-from gradtx.validation import check_non_negative
+from gradtx.tree_utils import cast_like, check_updates_match_params, saturating_increment, zero_step_count
+from gradtx.validation import check_empty_state, check_non_negative, check_state_type
 
 
 def scale(step_size: ScalarOrSchedule) -> GradientTransformation:
@@ -28,16 +28,23 @@ def scale(step_size: ScalarOrSchedule) -> GradientTransformation:
         return EmptyState()
 
     def update_fn(updates, state, params=None, **extra_args):
-        del params, extra_args
+        del extra_args
+        check_empty_state(state, "scale")
+        check_updates_match_params(updates, params, "scale")
         return jax.tree.map(lambda g: g * jnp.asarray(step_size, jnp.result_type(g)), updates), state
 
     return GradientTransformation(init_fn, update_fn)
 
 
 class ScaleByScheduleState(NamedTuple):
-    """State of ``scale_by_schedule``: the number of updates applied so far."""
+    """State of ``scale_by_schedule``: the number of updates applied so far (``count`` in Optax)."""
 
     step_count: jax.Array
+
+    @property
+    def count(self) -> jax.Array:
+        """Optax's name for ``step_count``."""
+        return self.step_count
 
 
 def scale_by_schedule(step_size_fn) -> GradientTransformation:
@@ -51,7 +58,9 @@ def scale_by_schedule(step_size_fn) -> GradientTransformation:
         return ScaleByScheduleState(zero_step_count())
 
     def update_fn(updates, state, params=None, **extra_args):
-        del params, extra_args
+        del extra_args
+        check_state_type(state, ScaleByScheduleState, "scale_by_schedule")
+        check_updates_match_params(updates, params, "scale_by_schedule")
         step_size = step_size_fn(state.step_count)
         updates = jax.tree.map(lambda g: g * cast_like(step_size, g), updates)
         return updates, ScaleByScheduleState(saturating_increment(state.step_count))

@@ -161,14 +161,17 @@ class SweepResult(NamedTuple):
     """What ``sweep`` returns.
 
     configs: ``{name: [K]}``, the configurations as given (NumPy).
-    curves: ``[K, ...]``, each configuration's output of ``train_fn`` (its loss curve).
+    curves: ``[K, ...]``, each configuration's output of ``train_fn`` (its loss curve), or a
+      pytree of such arrays when ``train_fn`` returns one (e.g. ``{"train": ..., "validation": ...}``).
     scores: ``[K]``, ``score_fn(curve)``; NaN (a diverged run) is replaced by ``+inf``.
     best_index: ``argmin(scores)``.
-    best_config: ``{name: float}`` of the best configuration.
+    best_config: ``{name: value}`` of the best configuration, as Python numbers written the way
+      they were given: a float32 ``0.1`` reads ``0.1``, not ``0.10000000149011612`` (the shortest
+      decimal that rounds to the stored value in its own dtype).
     """
 
     configs: dict[str, np.ndarray]
-    curves: np.ndarray
+    curves: Any
     scores: np.ndarray
     best_index: int
     best_config: dict[str, float]
@@ -176,6 +179,27 @@ class SweepResult(NamedTuple):
 
 def _last(curve: jax.Array) -> jax.Array:
     return curve[-1]
+
+
+def _python_number(value: Any) -> float | int | bool:
+    """A NumPy scalar as the Python number it was written as (``float32(0.1)`` -> ``0.1``).
+
+    The shortest decimal that rounds back to the same value in the scalar's own dtype, so the
+    number a user typed into the grid reads back unchanged.
+    """
+    value = np.asarray(value)
+    if value.dtype == np.bool_:
+        return bool(value)
+    if np.issubdtype(value.dtype, np.integer):
+        return int(value)
+    exact = float(value)
+    if not np.isfinite(exact):
+        return exact
+    for digits in range(1, 18):
+        candidate = float(f"{exact:.{digits}g}")
+        if np.asarray(candidate, value.dtype) == value:
+            return candidate
+    return exact
 
 
 @functools.lru_cache(maxsize=32)
@@ -210,11 +234,28 @@ def sweep(
     Under ``vmap`` every configuration runs every step: a ``lax.cond`` in ``train_fn`` becomes a
     ``select`` that evaluates both branches, and a run cannot stop early.
 
+    Scoring on held-out data: ``train_fn`` may return any pytree, and ``score_fn`` picks the
+    number to minimise from it. Choosing by the training loss favours whatever fits the training
+    set best (no regularisation at all); choose by a validation loss instead::
+
+        def train(config):
+            optimizer = gradtx.chain(
+                gradtx.add_decayed_weights(config["weight_decay"]), gradtx.sgd(config["learning_rate"])
+            )
+            params, train_losses = gradtx.loss_curve(optimizer, lambda p: loss(p, x_train, y_train), params0, 200)
+            return {"train": train_losses, "validation": loss(params, x_valid, y_valid)}
+
+        configs = gradtx.config_grid(learning_rate=[0.01, 0.1], weight_decay=[0.0, 1e-3, 1e-2, 1e-1])
+        result = gradtx.sweep(train, configs, score_fn=lambda out: out["validation"])
+        result.best_config                  # {"learning_rate": 0.1, "weight_decay": 0.01}, say
+        result.curves["train"][result.best_index]   # its training curve
+
     Args:
       train_fn: ``config -> curve``, a JAX-traceable function of a dict of scalar hyperparameters,
-        e.g. built on ``loss_curve``.
+        e.g. built on ``loss_curve``; it may return a pytree (training curve and validation loss).
       configs: ``{name: array of shape [K]}``, e.g. from ``config_grid`` or ``config_samples``.
-      score_fn: ``curve -> scalar``, lower is better. Default: the curve's last entry.
+      score_fn: ``curve -> scalar``, lower is better. Default: the curve's last entry (this
+        needs ``train_fn`` to return an array).
       batch_size: run at most this many configurations at once (``jax.lax.map`` over chunks of
         a ``vmap``), to bound memory. Default: all ``K`` at once.
 
@@ -231,8 +272,8 @@ def sweep(
     configs_np = {name: np.asarray(values) for name, values in configs.items()}
     return SweepResult(
         configs=configs_np,
-        curves=np.asarray(curves),
+        curves=jax.tree.map(np.asarray, curves),
         scores=scores,
         best_index=best,
-        best_config={name: float(values[best]) for name, values in configs_np.items()},
+        best_config={name: _python_number(values[best]) for name, values in configs_np.items()},
     )

@@ -45,8 +45,13 @@ def saturating_increment(count: jax.Array) -> jax.Array:
 
 
 def tree_zeros_like(tree: PyTree, dtype: Any = None) -> PyTree:
-    """Zeros with each leaf's shape, and its dtype unless ``dtype`` is given."""
-    return jax.tree.map(lambda x: jnp.zeros(jnp.shape(x), dtype or jnp.result_type(x)), tree)
+    """Zeros with each leaf's shape and sharding, and its dtype unless ``dtype`` is given.
+
+    Why ``zeros_like`` rather than ``zeros(shape)``: on a mesh with explicit axes the sharding is
+    part of an array's type, and zeros made from the shape alone come out unsharded, so a state
+    built by ``init`` would change its type after the first (sharded) update.
+    """
+    return jax.tree.map(lambda x: jnp.zeros_like(x, dtype=dtype or jnp.result_type(x)), tree)
 
 
 def real_dtype(dtype: Any) -> Any:
@@ -65,11 +70,11 @@ def tree_real_full_like(tree: PyTree, value: float, dtype: Any = None) -> PyTree
 
 
 def tree_full_like(tree: PyTree, fill_value: Any, dtype: Any = None) -> PyTree:
-    """``fill_value`` broadcast to each leaf's shape, with its dtype unless ``dtype`` is given.
+    """``fill_value`` broadcast to each leaf's shape and sharding, with its dtype unless ``dtype`` is given.
 
     Also ``gradtx.tree.full_like``; matches ``optax.tree.full_like``.
     """
-    return jax.tree.map(lambda x: jnp.full(jnp.shape(x), fill_value, dtype or jnp.result_type(x)), tree)
+    return jax.tree.map(lambda x: jnp.full_like(x, fill_value, dtype=dtype or jnp.result_type(x)), tree)
 
 
 def tree_cast(tree: PyTree, dtype: Any) -> PyTree:
@@ -126,43 +131,78 @@ def path_to_str(path: tuple) -> str:
 
 
 def check_trees_match(
-    tree: PyTree, reference: PyTree, *, name: str = "updates", reference_name: str = "state"
+    tree: PyTree,
+    reference: PyTree,
+    *,
+    name: str = "updates",
+    reference_name: str = "state",
+    context: str | None = None,
+    compare_shapes: bool = True,
 ) -> None:
     """Raises ``ValueError`` naming the first path where ``tree`` and ``reference`` differ.
 
     Structure is compared first (a missing or extra key, a list of another length), then the
     shape of every leaf. Both are static under ``jit``, so this runs at trace time and costs
-    nothing in the compiled program.
+    nothing in the compiled program. ``context`` (the transformation's name) prefixes the message;
+    ``compare_shapes=False`` compares the structure only.
+    Paths are only rendered when something differs, so the check is cheap on large trees.
     """
+    tree_leaves, tree_def = jax.tree.flatten(tree)
+    ref_leaves, ref_def = jax.tree.flatten(reference)
+    if tree_def == ref_def and (
+        not compare_shapes or all(_shape(a) == _shape(b) for a, b in zip(tree_leaves, ref_leaves))
+    ):
+        return
+    prefix = f"{context}: the" if context else "The"
+    source = "the params" if reference_name == "params" else f"the parameters the {reference_name} was built from"
+    advice = (
+        f" Pass {name} with the tree structure and leaf shapes of {source} (e.g. jax.grad of the loss "
+        "with respect to them)."
+    )
     tree_paths = jax.tree.leaves_with_path(tree)
     ref_paths = jax.tree.leaves_with_path(reference)
-    if jax.tree.structure(tree) != jax.tree.structure(reference):
+    if tree_def != ref_def:
         tree_keys = [path_to_str(p) for p, _ in tree_paths]
         ref_keys = [path_to_str(p) for p, _ in ref_paths]
         for a, b in zip(tree_keys, ref_keys):
             if a != b:
                 raise ValueError(
-                    f"The {name} tree does not match the {reference_name} tree: found a leaf at "
-                    f"{a} where {reference_name} has {b}."
+                    f"{prefix} {name} tree does not match the {reference_name} tree: found a leaf at "
+                    f"{a} where {reference_name} has {b}.{advice}"
                 )
         if len(tree_keys) != len(ref_keys):
             longer, which = (tree_keys, name) if len(tree_keys) > len(ref_keys) else (ref_keys, reference_name)
             extra = longer[min(len(tree_keys), len(ref_keys))]
             raise ValueError(
-                f"The {name} tree does not match the {reference_name} tree: {which} has an extra "
+                f"{prefix} {name} tree does not match the {reference_name} tree: {which} has an extra "
                 f"leaf at {extra} ({len(tree_keys)} leaves in {name}, {len(ref_keys)} in "
-                f"{reference_name})."
+                f"{reference_name}).{advice}"
             )
         raise ValueError(
-            f"The {name} tree does not match the {reference_name} tree: "
-            f"{jax.tree.structure(tree)} vs {jax.tree.structure(reference)}."
+            f"{prefix} {name} tree does not match the {reference_name} tree: "
+            f"{tree_def} vs {ref_def}.{advice}"
         )
     for (path, leaf), (_, ref_leaf) in zip(tree_paths, ref_paths):
-        if jnp.shape(leaf) != jnp.shape(ref_leaf):
+        if np.shape(leaf) != np.shape(ref_leaf):
             raise ValueError(
-                f"The {name} tree does not match the {reference_name} tree at {path_to_str(path)}: "
-                f"shape {jnp.shape(leaf)} in {name} vs {jnp.shape(ref_leaf)} in {reference_name}."
+                f"{prefix} {name} tree does not match the {reference_name} tree at {path_to_str(path)}: "
+                f"shape {np.shape(leaf)} in {name} vs {np.shape(ref_leaf)} in {reference_name}.{advice}"
             )
+
+
+def _shape(leaf: Any) -> tuple:
+    shape = getattr(leaf, "shape", None)
+    return tuple(shape) if shape is not None else np.shape(leaf)
+
+
+def check_updates_match_params(updates: PyTree, params: PyTree | None, context: str) -> None:
+    """``check_trees_match(updates, params)`` when ``params`` is given: the check of stateless transforms.
+
+    A transformation without a per-leaf state has nothing else to compare the updates with, and
+    without it a ``(1, 2)`` gradient would broadcast silently onto a ``(3, 2)`` parameter.
+    """
+    if params is not None:
+        check_trees_match(updates, params, name="updates", reference_name="params", context=context)
 
 
 def check_float_leaves(tree: PyTree, *, name: str = "params", allow_complex: bool = False) -> None:

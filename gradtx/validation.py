@@ -108,3 +108,32 @@ def check_schedule_arguments(builder: Callable[..., Any]) -> Callable[..., Any]:
         return builder(*args, **kwargs)
 
     return checked
+def check_state_type(state: Any, expected: type | tuple[type, ...], transform: str) -> None:
+    """Raises ``TypeError`` unless ``state`` is an ``expected`` instance (the state ``init`` built).
+
+    Without it a state of another optimizer (an ``AdamState`` handed to ``sgd``'s momentum) fails
+    deep inside the update with an ``AttributeError`` about a missing field, or worse, runs with the
+    wrong buffers when the field names happen to agree. The type is static, so under ``jit`` this
+    costs nothing.
+    """
+    if not isinstance(state, expected):
+        names = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
+        raise TypeError(
+            f"{transform}: expected its state to be a {names}, got {type(state).__name__}. Pass the state "
+            f"returned by this transformation's own init (or by its previous update); states of different "
+            f"optimizers or chains are not interchangeable."
+        )
+
+
+def check_empty_state(state: Any, transform: str) -> None:
+    """Raises ``TypeError`` if a transformation that keeps no state receives a non-empty one.
+
+    ``EmptyState()`` (gradtx's or Optax's), ``()`` and ``None`` are accepted, as Optax's stateless
+    transforms accept them; an ``AdamState`` means the states of a chain were mixed up.
+    """
+    if state is not None and not (isinstance(state, tuple) and len(state) == 0):
+        raise TypeError(
+            f"{transform}: keeps no state, so its state is EmptyState(); got {type(state).__name__}. Pass the "
+            "state returned by this transformation's own init (states of different optimizers or chains are "
+            "not interchangeable)."
+        )

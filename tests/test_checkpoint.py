@@ -136,6 +136,71 @@ def test_orbax_format(tmp_path):
     assert_bitwise_equal(load_state(tmp_path / "orbax", like=state, format="orbax"), state)
 
 
+def flax_train_state_problem():
+    """A Flax TrainState with a gradtx optimizer, its jitted step, and a fresh state to load into."""
+    train_state = pytest.importorskip("flax.training.train_state")
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=(32, 5)), jnp.float32)
+    y = jnp.asarray(rng.normal(size=32), jnp.float32)
+    params = {"w": jnp.asarray(0.1 * rng.normal(size=5), jnp.float32), "b": jnp.zeros((), jnp.float32)}
+    tx = gradtx.chain(gradtx.clip_by_global_norm(1.0), gradtx.adamw(cosine_decay_schedule(0.05, 40)))
+
+    def apply_fn(p, x):
+        return x @ p["w"] + p["b"]
+
+    def create():
+        return train_state.TrainState.create(apply_fn=apply_fn, params=params, tx=tx)
+
+    @jax.jit
+    def step(state):
+        grads = jax.grad(lambda p: jnp.mean((state.apply_fn(p, x) - y) ** 2))(state.params)
+        return state.apply_gradients(grads=grads)
+
+    return create, step
+
+
+@pytest.mark.parametrize("step_dtype", [None, jnp.int32, jnp.int64])
+@pytest.mark.parametrize("fmt", ["npz", "orbax"])
+def test_flax_train_state_resumes_from_a_fresh_create_bit_for_bit(tmp_path, fmt, step_dtype):
+    if fmt == "orbax":
+        pytest.importorskip("orbax.checkpoint")
+    create, step = flax_train_state_problem()
+    saved = create()
+    for _ in range(5):
+        saved = step(saved)
+    if step_dtype is not None:
+        # int32 is what a jitted step produces without jax_enable_x64 (the issue's checkpoint).
+        saved = saved.replace(step=jnp.asarray(saved.step, step_dtype))
+    save_state(tmp_path / "ckpt", saved, format=fmt)
+
+    fresh = create()  # step is the Python int 0
+    assert isinstance(fresh.step, int)
+    restored = load_state(tmp_path / "ckpt", fresh, format=fmt)
+    assert jax.tree.structure(restored) == jax.tree.structure(saved)
+    assert_bitwise_equal(restored, saved)
+    # A fresh state whose step is a strongly typed int64 array also loads; the step keeps its value.
+    typed = fresh.replace(step=jnp.asarray(0, jnp.int64))
+    restored_typed = load_state(tmp_path / "ckpt", typed, format=fmt)
+    assert int(restored_typed.step) == 5 and restored_typed.step.dtype == jnp.int64
+    assert_bitwise_equal(restored_typed.params, saved.params)
+
+    straight, resumed = saved, restored
+    for _ in range(5):
+        straight, resumed = step(straight), step(resumed)
+    assert_bitwise_equal(resumed.params, straight.params)
+    assert_bitwise_equal(resumed.opt_state, straight.opt_state)
+
+
+def test_loosely_typed_like_still_refuses_another_kind(tmp_path):
+    save_state(tmp_path / "f.npz", {"step": jnp.asarray(3, jnp.int32), "x": jnp.ones(2, jnp.float32)})
+    with pytest.raises(ValueError, match=r"\['step'\].*int32"):
+        load_state(tmp_path / "f.npz", {"step": 0.0, "x": jnp.ones(2, jnp.float32)})
+    # A strongly typed integer leaf of another width loads only if every value fits exactly.
+    save_state(tmp_path / "big.npz", {"step": jnp.asarray(2**40, jnp.int64), "x": jnp.ones(2, jnp.float32)})
+    with pytest.raises(ValueError, match=r"\['step'\].*int64"):
+        load_state(tmp_path / "big.npz", {"step": jnp.asarray(0, jnp.int32), "x": jnp.ones(2, jnp.float32)})
+
+
 if __name__ == "__main__":
     checkpoint, output = sys.argv[1], sys.argv[2]
     params, optimizer, step = problem()

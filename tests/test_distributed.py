@@ -169,6 +169,35 @@ def check_batch_norm(results):
     results["batch_norm_local_stats_differ"] = max_relative_difference(local_y, full_y[:8])
 
 
+MOMENT_OPTIMIZERS = ["adadelta", "adagrad", "adam", "adamax", "adamw", "amsgrad", "nadam", "rmsprop", "sgd"]
+
+
+def check_explicit_init_keeps_types(results):
+    """Plain ``init`` on Explicit-axis parameters: moments carry the parameters' shardings, so the
+    state's types (shardings included) are the same before and after a jitted update."""
+    mesh = jax.make_mesh((2, 4), ("data", "model"), axis_types=(AxisType.Explicit, AxisType.Explicit))
+    specs = {"w1": P(None, "model"), "b1": P("model"), "w2": P("model", None), "b2": P()}
+    params = mlp_params()
+    with jax.set_mesh(mesh):
+        sharded = {name: jax.device_put(value, NamedSharding(mesh, specs[name])) for name, value in params.items()}
+        grads = jax.tree.map(lambda p: 0.1 * jnp.sin(p) + 0.01, sharded)  # elementwise: sharded like p
+        for name in MOMENT_OPTIMIZERS:
+            make = getattr(gradtx, name)
+            optimizer = make(1e-2, momentum=0.9) if name == "sgd" else make(1e-2)
+            state = optimizer.init(sharded)
+            _, new_state = jax.jit(optimizer.update)(grads, state, sharded)
+            before = [str(jax.typeof(leaf)) for leaf in jax.tree.leaves(state)]
+            after = [str(jax.typeof(leaf)) for leaf in jax.tree.leaves(new_state)]
+            # Every state leaf shaped like a parameter carries that parameter's sharding.
+            by_shape = {tuple(v.shape): v.sharding for v in sharded.values()}
+            moments = [
+                leaf.sharding.is_equivalent_to(by_shape[tuple(leaf.shape)], leaf.ndim)
+                for leaf in jax.tree.leaves(state) if tuple(leaf.shape) in by_shape and leaf.ndim > 0
+            ]
+            results[f"explicit_init_{name}"] = {"types_equal": before == after, "moments_sharded": all(moments),
+                                                "num_moments": len(moments)}
+
+
 def run_example_references(path, steps):
     """``examples/data_parallel.py`` in this one process, on 2 of its devices and on 1."""
     import importlib.util
@@ -191,6 +220,7 @@ def run_eight_device_checks(reference_path, steps):
     check_zero1(results, AxisType.Explicit, "zero1_explicit", optimizer, reference)
     check_zero1(results, AxisType.Auto, "zero1_auto", optimizer, reference)
     check_batch_norm(results)
+    check_explicit_init_keeps_types(results)
     run_example_references(reference_path, steps)
     print("RESULTS " + json.dumps(results), flush=True)
 
@@ -274,6 +304,14 @@ def test_zero1_divides_state_bytes_by_the_axis_size(eight_devices, key):
     assert eight_devices[f"{key}_params_replicated"]
     assert any("'data'" in spec for spec in eight_devices[f"{key}_state_specs"])
     assert eight_devices[f"{key}_vs_unsharded"] <= 1e-5
+
+
+@pytest.mark.parametrize("name", MOMENT_OPTIMIZERS)
+def test_init_on_explicit_sharding_gives_the_state_type_of_update(eight_devices, name):
+    """Optax's init follows the parameters' sharding; gradtx's did not for moment-based methods."""
+    result = eight_devices[f"explicit_init_{name}"]
+    assert result == {"types_equal": True, "moments_sharded": True, "num_moments": result["num_moments"]}
+    assert result["num_moments"] >= 4  # at least one buffer per parameter was checked
 
 
 def test_batch_norm_statistics_across_devices(eight_devices):

@@ -1,7 +1,10 @@
 """Bad input fails fast, with a message that names the argument or the leaf path."""
 
+import inspect
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import gradtx
@@ -151,3 +154,199 @@ def test_partition_with_unknown_label():
     optimizer = gradtx.partition({"a": gradtx.sgd(0.1)}, {"encoder": {"w": "a", "b": "b"}, "head": "a"})
     with pytest.raises(ValueError, match="have no transform"):
         optimizer.init(PARAMS)
+
+
+# ------------------------------------------------------------------------------------------------
+# Silent wrong inputs (issue 12, item 4): every builder, a wrong-shaped and a wrong-structured
+# gradient, and a state that another transformation built.
+
+P = {"w": jnp.ones((3, 2)), "b": jnp.full(2, 0.5)}
+WRONG_SHAPE = {"w": jnp.ones((1, 2)), "b": jnp.full(2, 0.5)}  # would broadcast onto (3, 2)
+EXTRA_KEY = {**P, "extra": jnp.ones(1)}
+MISSING_KEY = {"w": jnp.ones((3, 2))}
+VALUE_FN = {"value_fn": lambda params: jnp.sum(params["w"] ** 2) + jnp.sum(params["b"] ** 2)}
+
+# Transformations without a per-leaf state: the parameters are all they can compare the updates with.
+STATELESS = {
+    "identity": lambda: gradtx.identity(),
+    "stateless": lambda: gradtx.stateless(lambda g, p: g),
+    "stateless_with_tree_map": lambda: gradtx.stateless_with_tree_map(lambda g, p: 2 * g),
+    "with_extra_args_support": lambda: gradtx.with_extra_args_support(gradtx.scale(0.5)),
+    "scale": lambda: gradtx.scale(0.5),
+    "scale_by_learning_rate": lambda: gradtx.scale_by_learning_rate(0.1),
+    "scale_by_schedule": lambda: gradtx.scale_by_schedule(lambda t: 0.1),
+    "clip": lambda: gradtx.clip(1.0),
+    "clip_by_global_norm": lambda: gradtx.clip_by_global_norm(1.0),
+    "adaptive_grad_clip": lambda: gradtx.adaptive_grad_clip(0.1),
+    "add_decayed_weights": lambda: gradtx.add_decayed_weights(1e-2),
+    "scale_by_sign": lambda: gradtx.scale_by_sign(),
+    "set_to_zero": lambda: gradtx.set_to_zero(),
+    "zero_nans": lambda: gradtx.zero_nans(),
+    "sgd": lambda: gradtx.sgd(0.1),
+    "sign_sgd": lambda: gradtx.sign_sgd(0.1),
+    "freeze": lambda: gradtx.freeze({"w": False, "b": True}),
+    "masked": lambda: gradtx.masked(gradtx.clip(1.0), {"w": True, "b": False}),
+    "partition": lambda: gradtx.partition({"a": gradtx.scale(0.1), "c": gradtx.clip(1.0)}, {"w": "a", "b": "c"}),
+    "chain": lambda: gradtx.chain(gradtx.clip_by_global_norm(1.0), gradtx.scale(-0.1)),
+    "named_chain": lambda: gradtx.named_chain(("clip", gradtx.clip(1.0)), ("scale", gradtx.scale(-0.1))),
+    "apply_if_finite": lambda: gradtx.apply_if_finite(gradtx.sgd(0.1), 3),
+    "inject_hyperparams": lambda: gradtx.inject_hyperparams(gradtx.sgd)(0.1),
+}
+
+# Transformations with a per-leaf state, which they compare the updates with even without params.
+STATEFUL = {
+    "trace": lambda: gradtx.trace(0.9),
+    "heavy_ball": lambda: gradtx.heavy_ball(0.1, 0.9),
+    "ema": lambda: gradtx.ema(0.9),
+    "scale_by_rms": lambda: gradtx.scale_by_rms(),
+    "scale_by_adagrad": lambda: gradtx.scale_by_adagrad(),
+    "scale_by_adadelta": lambda: gradtx.scale_by_adadelta(),
+    "scale_by_adam": lambda: gradtx.scale_by_adam(),
+    "scale_by_adamax": lambda: gradtx.scale_by_adamax(),
+    "scale_by_amsgrad": lambda: gradtx.scale_by_amsgrad(),
+    "scale_by_rprop": lambda: gradtx.scale_by_rprop(0.01),
+    "sgd_momentum": lambda: gradtx.sgd(0.1, momentum=0.9),
+    "adam": lambda: gradtx.adam(0.1),
+    "adamw": lambda: gradtx.adamw(0.1),
+    "adamax": lambda: gradtx.adamax(0.1),
+    "nadam": lambda: gradtx.nadam(0.1),
+    "amsgrad": lambda: gradtx.amsgrad(0.1),
+    "adagrad": lambda: gradtx.adagrad(0.1),
+    "adadelta": lambda: gradtx.adadelta(),
+    "rmsprop": lambda: gradtx.rmsprop(0.1),
+    "rprop": lambda: gradtx.rprop(0.01),
+    "accumulate_gradients": lambda: gradtx.accumulate_gradients(gradtx.sgd(0.1), 2),
+    "flatten": lambda: gradtx.flatten(gradtx.adam(0.1)),
+    "masked_adam": lambda: gradtx.masked(gradtx.adam(0.1), {"w": True, "b": True}),
+    "inject_hyperparams_adam": lambda: gradtx.inject_hyperparams(gradtx.adam)(0.1),
+}
+
+# Second-order methods need the objective (extra argument value_fn=) and the parameters.
+SECOND_ORDER = {
+    "newton": lambda: gradtx.newton(),
+    "lbfgs": lambda: gradtx.lbfgs(),
+    "conjugate_gradient": lambda: gradtx.conjugate_gradient(),
+    "scaled_conjugate_gradient": lambda: gradtx.scaled_conjugate_gradient(),
+    "hessian_free": lambda: gradtx.hessian_free(curvature="hessian"),
+    "esgd": lambda: gradtx.esgd(0.1),
+    "scale_by_esgd": lambda: gradtx.scale_by_esgd(),
+    "momentum_autotuner": lambda: gradtx.momentum_autotuner(),
+}
+
+ALL_BUILDERS = {**STATELESS, **STATEFUL, **SECOND_ORDER}
+# Public builders not in the tables above, with the reason.
+EXEMPT = {"zero1": "needs a device mesh; its inner transformation performs the checks (tests/test_distributed.py)"}
+
+
+def test_every_public_builder_is_in_a_table():
+    """A new public builder must join one of the tables, so that it is checked like the others."""
+    covered = {name.split("_momentum")[0] for name in ALL_BUILDERS} | set(ALL_BUILDERS) | set(EXEMPT)
+    for module in (gradtx, gradtx.second_order):
+        for name in module.__all__:
+            function = getattr(module, name)
+            if inspect.isfunction(function) and "GradientTransformation" in str(
+                inspect.signature(function).return_annotation
+            ):
+                assert name in covered, f"gradtx.{name} is in no table of tests/test_errors.py"
+
+
+@pytest.mark.parametrize("name", sorted(ALL_BUILDERS))
+@pytest.mark.parametrize("jit", [False, True])
+def test_wrong_gradient_with_params_names_the_path(name, jit):
+    transform = ALL_BUILDERS[name]()
+    extra = VALUE_FN if name in SECOND_ORDER else {}
+    state = transform.init(P)
+
+    def update(updates):
+        step = lambda u, s, p: transform.update(u, s, p, **extra)  # noqa: E731
+        return (jax.jit(step) if jit else step)(updates, state, P)
+
+    with pytest.raises(ValueError, match=r"\['w'\].*shape \(1, 2\)"):
+        update(WRONG_SHAPE)
+    with pytest.raises(ValueError, match=r"\['extra'\]"):
+        update(EXTRA_KEY)
+    with pytest.raises(ValueError, match=r"\['b'\]"):
+        update(MISSING_KEY)
+    updates, _ = update(jax.tree.map(lambda p: 0.1 * p, P))  # the right tree still works
+    assert jax.tree.structure(updates) == jax.tree.structure(P)
+
+
+@pytest.mark.parametrize("name", sorted(STATEFUL))
+def test_wrong_gradient_without_params_is_caught_by_the_state(name):
+    transform = STATEFUL[name]()
+    state = transform.init(P)
+    # adamw and adadelta decay the weights, so they ask for the parameters first.
+    needs_params = "needs the parameters"
+    with pytest.raises(ValueError, match=rf"\['w'\].*\(1, 2\)|{needs_params}"):
+        transform.update(WRONG_SHAPE, state)
+    with pytest.raises(ValueError, match=rf"\['extra'\]|{needs_params}"):
+        transform.update(EXTRA_KEY, state)
+
+
+def foreign_state(own_state):
+    """A state that another optimizer built, with another type or layout than ``own_state``."""
+    candidates = [
+        gradtx.adam(0.1).init(P),                     # (AdamState, ScaleByScheduleState)
+        gradtx.sgd(0.1, momentum=0.9).init(P),        # (TraceState, ScaleByScheduleState): the issue's case
+        gradtx.scale_by_adam().init(P),
+        gradtx.trace(0.9).init(P),
+    ]
+    for candidate in candidates:
+        if jax.tree.structure(candidate) != jax.tree.structure(own_state):
+            return candidate
+    raise AssertionError("no foreign state")
+
+
+@pytest.mark.parametrize("name", sorted(ALL_BUILDERS))
+def test_foreign_state_is_a_clear_error(name):
+    """Every transformation that keeps a state refuses one it did not build (no AttributeError)."""
+    transform = ALL_BUILDERS[name]()
+    extra = VALUE_FN if name in SECOND_ORDER else {}
+    foreign = foreign_state(transform.init(P))
+    with pytest.raises((TypeError, ValueError), match=r"state") as error:
+        transform.update(jax.tree.map(lambda p: 0.1 * p, P), foreign, P, **extra)
+    assert not isinstance(error.value, AttributeError)
+
+
+def test_adam_state_given_to_sgd_momentum_names_both_types():
+    with pytest.raises(TypeError, match=r"trace: expected its state to be a TraceState, got AdamState"):
+        gradtx.sgd(0.1, momentum=0.9).update(P, gradtx.adam(0.1).init(P), P)
+
+
+def test_apply_updates_refuses_wrong_trees_and_truncation():
+    with pytest.raises(ValueError, match=r"apply_updates.*\['w'\].*\(1, 2\).*\(3, 2\)"):
+        gradtx.apply_updates(P, WRONG_SHAPE)
+    with pytest.raises(ValueError, match=r"apply_updates.*\['extra'\]"):
+        gradtx.apply_updates(P, EXTRA_KEY)
+    with pytest.raises(ValueError, match=r"apply_updates.*\['b'\]"):
+        jax.jit(gradtx.apply_updates)(P, MISSING_KEY)
+    ints = {"w": jnp.ones(3), "count": jnp.arange(3, dtype=jnp.int32)}
+    with pytest.raises(TypeError, match=r"\['count'\].*int32.*float"):
+        gradtx.apply_updates(ints, {"w": jnp.ones(3), "count": jnp.full(3, 0.4)})
+    with pytest.raises(TypeError, match=r"\['flag'\].*bool"):
+        gradtx.apply_updates({"flag": jnp.ones(2, bool)}, {"flag": jnp.ones(2, bool)})
+    # Integer updates of integer parameters are exact, and None leaves stay None.
+    added = gradtx.apply_updates(ints, {"w": jnp.ones(3), "count": jnp.ones(3, jnp.int32)})
+    np.testing.assert_array_equal(added["count"], [1, 2, 3])
+    assert added["count"].dtype == jnp.int32
+    assert gradtx.apply_updates({"a": None, "b": jnp.ones(2)}, {"a": None, "b": jnp.ones(2)})["a"] is None
+
+
+@pytest.mark.parametrize(
+    "mask, message",
+    [
+        ({"w": True}, r"no entry for the leaf at \['b'\]"),
+        ({"w": True, "b": False, "c": True}, r"entry at \['c'\]"),
+        (lambda params: {"w": True}, r"no entry for the leaf at \['b'\]"),
+        ({"w": [True], "b": False}, r"\['w'\]"),
+    ],
+)
+def test_mask_that_does_not_fit_names_the_path(mask, message):
+    optimizer = gradtx.masked(gradtx.adam(0.1), mask)
+    with pytest.raises(ValueError, match=message):
+        optimizer.init(P)
+    valid = gradtx.masked(gradtx.adam(0.1), {"w": True, "b": False})
+    with pytest.raises(ValueError, match=message):
+        gradtx.masked(gradtx.adam(0.1), mask).update(P, valid.init(P), P)
+    with pytest.raises(ValueError, match=r"partition: the mask has no entry for the leaf at \['b'\]"):
+        gradtx.partition({"a": gradtx.sgd(0.1)}, {"w": "a"}).init(P)

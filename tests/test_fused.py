@@ -319,5 +319,5 @@ def test_flatten_program_does_not_grow_per_leaf():
 def test_flatten_rejects_a_foreign_state():
     transform = gradtx.flatten(gradtx.adam(1e-3))
     params = {"w": jnp.ones(3)}
-    with pytest.raises(ValueError, match="FlattenState"):
+    with pytest.raises(TypeError, match="FlattenState"):
         transform.update(params, gradtx.adam(1e-3).init(params), params)

@@ -309,3 +309,25 @@ def test_optax_usage_patterns():
     )(0.1, lambda p: jax.tree.map(lambda x: x.ndim > 1, p))
     state = masked.init([jnp.ones((1, 2)), jnp.ones(2)])
     assert set(state.hyperparams) == {"learning_rate"} and state.hyperparams_states == {}
+def test_get_hyperparams_reports_the_last_update_values_like_optax():
+    """Scheduled values are those the last update used (Optax's state.hyperparams too); the next
+    update's value is the schedule at state.count. Editable values are the next update's."""
+    import optax
+
+    schedule = lambda count: 0.1 / (1.0 + count)  # noqa: E731
+    ours = inject_hyperparams(gradtx.sgd)(learning_rate=schedule, momentum=0.5)
+    theirs = optax.inject_hyperparams(optax.sgd)(learning_rate=schedule, momentum=0.5)
+    params = {"w": jnp.ones(2)}
+    state_ours, state_theirs = ours.init(params), theirs.init(params)
+    assert float(get_hyperparams(state_ours)["learning_rate"]) == pytest.approx(schedule(0))
+    for t in range(3):
+        updates, state_ours = ours.update({"w": jnp.ones(2)}, state_ours, params)
+        _, state_theirs = theirs.update({"w": jnp.ones(2)}, state_theirs, params)
+        used = get_hyperparams(state_ours)["learning_rate"]
+        assert float(used) == pytest.approx(schedule(t), rel=1e-7)  # the value update t used
+        assert float(used) == pytest.approx(float(state_theirs.hyperparams["learning_rate"]), rel=1e-7)
+        assert int(state_ours.count) == int(state_theirs.count) == t + 1
+        next_value = schedule(state_ours.count)  # what update t + 1 will use
+        assert float(next_value) == pytest.approx(schedule(t + 1))
+    state_ours = set_hyperparams(state_ours, momentum=0.0)
+    assert float(get_hyperparams(state_ours)["momentum"]) == 0.0  # read back before the update that uses it

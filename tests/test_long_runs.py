@@ -87,7 +87,7 @@ def test_counters_saturate_and_updates_stay_finite_at_int32_max(name):
     if name != "apply_if_finite_adam":
         assert counters and all(int(c) == INT32_MAX for c in counters)
     else:
-        # consecutive_errors was reset by the finite steps; the inner counters saturated.
+        # notfinite_count was reset by the finite steps; the inner counters saturated.
         assert sorted(int(c) for c in counters)[-2:] == [INT32_MAX, INT32_MAX]
     assert _all_finite((new_params, state))
     assert bool(jnp.all(new_params["w"] != params["w"]))

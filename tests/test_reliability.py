@@ -101,10 +101,10 @@ def test_skipped_nan_and_inf_steps_leave_no_trace(name):
 
     _assert_trees_identical(with_bad, params)
     _assert_trees_identical(state_bad.inner_state, state.inner_state)
-    assert int(state_bad.total_errors) == len(BAD_STEPS)
-    assert int(state_bad.consecutive_errors) == 0
+    assert int(state_bad.total_notfinite) == len(BAD_STEPS)
+    assert int(state_bad.notfinite_count) == 0
     assert bool(state_bad.last_finite)
-    assert int(state.total_errors) == 0
+    assert int(state.total_notfinite) == 0
     assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves((with_bad, state_bad)))
 
 
@@ -144,25 +144,25 @@ def test_gives_up_after_max_consecutive_errors_like_optax():
         u_ours, state_ours = update_ours(grads, state_ours, params)
         u_theirs, state_theirs = update_theirs(grads, state_theirs, params)
         np.testing.assert_array_equal(u_ours["w"], u_theirs["w"])
-        assert int(state_ours.consecutive_errors) == int(state_theirs.notfinite_count), index
-        assert int(state_ours.total_errors) == int(state_theirs.total_notfinite), index
+        assert int(state_ours.notfinite_count) == int(state_theirs.notfinite_count), index
+        assert int(state_ours.total_notfinite) == int(state_theirs.total_notfinite), index
         assert bool(state_ours.last_finite) == bool(state_theirs.last_finite), index
         # Steps 3 and 4 are the third and fourth NaN in a row: given up, the NaN goes through.
         assert bool(jnp.isnan(u_ours["w"][1])) == (index in (3, 4)), index
-    assert int(state_ours.consecutive_errors) == 1 and int(state_ours.total_errors) == 5
+    assert int(state_ours.notfinite_count) == 1 and int(state_ours.total_notfinite) == 5
 
 
 def test_never_gives_up_with_int32_max_and_counters_saturate():
     optimizer = apply_if_finite(gradtx.adam(0.1), max_consecutive_errors=np.iinfo(np.int32).max)
     params = {"w": jnp.ones(2, jnp.float32)}
     near_max = jnp.asarray(np.iinfo(np.int32).max - 1, jnp.int32)
-    state = optimizer.init(params)._replace(consecutive_errors=near_max, total_errors=near_max)
+    state = optimizer.init(params)._replace(notfinite_count=near_max, total_notfinite=near_max)
     update = jax.jit(optimizer.update)
     for _ in range(3):
         updates, state = update({"w": jnp.array([np.inf, 1.0], jnp.float32)}, state)
         assert bool(jnp.all(updates["w"] == 0))
-    assert int(state.consecutive_errors) == np.iinfo(np.int32).max
-    assert int(state.total_errors) == np.iinfo(np.int32).max
+    assert int(state.notfinite_count) == np.iinfo(np.int32).max
+    assert int(state.total_notfinite) == np.iinfo(np.int32).max
     assert int(state.inner_state[0].step_count) == 0
 
 
@@ -173,7 +173,7 @@ def test_vmap_skips_only_the_members_with_bad_gradients():
     state = jax.vmap(optimizer.init)(params)
     updates, state = jax.jit(jax.vmap(optimizer.update))(grads, state)
     assert bool(jnp.all(updates["w"][0] != 0)) and bool(jnp.all(updates["w"][1] == 0))
-    np.testing.assert_array_equal(np.asarray(state.total_errors), [0, 1])
+    np.testing.assert_array_equal(np.asarray(state.total_notfinite), [0, 1])
     np.testing.assert_array_equal(np.asarray(state.inner_state[0].step_count), [1, 0])
 
 
@@ -186,7 +186,7 @@ def test_skipped_updates_have_the_inner_output_dtype_and_structure():
     updates, state = jax.jit(optimizer.update)(bad, state, params)
     assert jax.tree.structure(updates) == jax.tree.structure(params)
     assert updates["a"].dtype == jnp.bfloat16 and updates["d"][0].dtype == jnp.float32
-    assert isinstance(state, ApplyIfFiniteState) and int(state.total_errors) == 1
+    assert isinstance(state, ApplyIfFiniteState) and int(state.total_notfinite) == 1
 
 
 def test_wraps_optax_and_forwards_extra_args():
@@ -203,7 +203,7 @@ def test_wraps_optax_and_forwards_extra_args():
 
     optimizer = apply_if_finite(optax.adam(0.1), 1)
     updates, state = jax.jit(optimizer.update)({"w": jnp.array([np.nan])}, optimizer.init({"w": jnp.ones(1)}))
-    assert float(updates["w"][0]) == 0 and int(state.total_errors) == 1
+    assert float(updates["w"][0]) == 0 and int(state.total_notfinite) == 1
 
 
 @pytest.mark.parametrize("bad", [-1, 1.5, True, None])

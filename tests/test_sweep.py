@@ -104,3 +104,48 @@ def test_sweep_over_random_samples_in_chunks():
     np.testing.assert_allclose(result.scores, result.curves.min(axis=1), rtol=1e-12)
     with pytest.raises(ValueError, match="one common length"):
         sweep(train_softmax, {"learning_rate": np.ones(3), "momentum": np.ones(2)})
+
+
+def test_best_config_reads_as_the_grid_was_written():
+    # float32 grid values are reported as the decimals typed in, not as their float64 expansions.
+    configs = config_grid(learning_rate=[0.1, 0.3, 3e-4], momentum=[0.9])
+    result = sweep(lambda config: jnp.stack([config["learning_rate"] - 0.1, config["momentum"]]) ** 2, configs)
+    assert result.best_config == {"learning_rate": 0.1, "momentum": 0.9}
+    assert repr(result.best_config) == "{'learning_rate': 0.1, 'momentum': 0.9}"
+    assert all(type(value) is float for value in result.best_config.values())
+    integers = sweep(lambda config: config["width"].astype(jnp.float32)[None], {"width": np.asarray([8, 4, 16])})
+    assert integers.best_config == {"width": 4} and type(integers.best_config["width"]) is int
+
+
+def test_sweep_scored_on_held_out_data():
+    """Scoring by validation loss picks a weight decay; scoring by training loss picks none."""
+    rng = np.random.default_rng(0)
+    num_features, num_train, num_valid = 20, 12, 200  # more features than training rows: it overfits
+    true_w = rng.normal(size=num_features) * (rng.random(num_features) < 0.3)
+
+    def data(rows):
+        x = rng.normal(size=(rows, num_features))
+        return jnp.asarray(x), jnp.asarray(x @ true_w + 0.5 * rng.normal(size=rows))
+
+    (x_train, y_train), (x_valid, y_valid) = data(num_train), data(num_valid)
+    loss = lambda w, x, y: jnp.mean((x @ w - y) ** 2)  # noqa: E731
+
+    def train(config):
+        optimizer = gradtx.chain(
+            gradtx.add_decayed_weights(config["weight_decay"]), gradtx.sgd(config["learning_rate"])
+        )
+        w, train_losses = loss_curve(optimizer, lambda w: loss(w, x_train, y_train), jnp.zeros(num_features), 300)
+        return {"train": train_losses, "validation": loss(w, x_valid, y_valid)}
+
+    configs = config_grid(learning_rate=[0.02, 0.05], weight_decay=[0.0, 0.03, 0.1, 0.3, 1.0])
+    held_out = sweep(train, configs, score_fn=lambda out: out["validation"])
+    on_train = sweep(train, configs, score_fn=lambda out: out["train"][-1])
+
+    single = jax.jit(train)
+    for k in range(len(configs["learning_rate"])):
+        run = single({name: values[k] for name, values in configs.items()})
+        np.testing.assert_allclose(held_out.scores[k], run["validation"], rtol=1e-10)
+        np.testing.assert_allclose(held_out.curves["train"][k], run["train"], rtol=1e-10)
+    assert held_out.best_index == int(np.argmin(held_out.curves["validation"]))
+    assert held_out.best_config == {"learning_rate": 0.02, "weight_decay": 0.3}
+    assert on_train.best_config["weight_decay"] == 0.0

@@ -41,7 +41,7 @@ from gradtx.tree_utils import (
     tree_zeros_like,
     zero_step_count,
 )
-from gradtx.validation import check_schedule_arguments
+from gradtx.validation import check_schedule_arguments, check_state_type
 
 PyTree = Any
 
@@ -180,6 +180,7 @@ def conjugate_gradient(
         params = require_params(params, "conjugate_gradient")
         gradient = updates if grad is None else grad
         check_trees_match(gradient, params, name="grad" if grad is not None else "updates", reference_name="params")
+        check_state_type(state, ConjugateGradientState, "conjugate_gradient")
         dtype = state.step_size.dtype
 
         def run():
@@ -354,6 +355,7 @@ def scaled_conjugate_gradient(
         value_fn = require_value_fn(value_fn, "scaled_conjugate_gradient")
         params = require_params(params, "scaled_conjugate_gradient")
         check_trees_match(updates, params, name="updates", reference_name="params")
+        check_state_type(state, ScaledConjugateGradientState, "scaled_conjugate_gradient")
         dtype = state.lam.dtype
         period = restart_period or sum(int(jnp.size(x)) for x in jax.tree.leaves(params))
         first = state.step_count == 0

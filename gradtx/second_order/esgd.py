@@ -14,7 +14,7 @@ from gradtx.schedules import as_schedule
 from gradtx.second_order._common import check_positive_int, refuse_schedules, require_params, require_value_fn
 from gradtx.second_order.curvature import hessian_vector_product, random_like
 from gradtx.tree_utils import check_trees_match, saturating_increment, tree_zeros_like, zero_step_count
-from gradtx.validation import check_schedule_arguments
+from gradtx.validation import check_schedule_arguments, check_state_type
 
 PyTree = Any
 
@@ -86,6 +86,7 @@ def scale_by_esgd(
         del extra_args
         value_fn = require_value_fn(value_fn, "esgd")
         params = require_params(params, "esgd")
+        check_state_type(state, ESGDState, "scale_by_esgd")
         check_trees_match(updates, params, name="updates", reference_name="params")
 
         def probe():
@@ -157,6 +158,7 @@ def esgd(
     preconditioner = scale_by_esgd(damping, update_interval, seed)
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, ESGDState, "esgd")
         eta = schedule(state.step_count)
         updates, new_state = preconditioner.update(updates, state, params, **extra_args)
         return jax.tree.map(lambda u: (-eta * u).astype(jnp.result_type(u)), updates), new_state

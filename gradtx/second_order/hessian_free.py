@@ -29,7 +29,7 @@ from gradtx.second_order.curvature import (
 )
 from gradtx.second_order.line_search import backtracking_line_search
 from gradtx.tree_utils import check_trees_match, saturating_increment, tree_vdot, tree_zeros_like, zero_step_count
-from gradtx.validation import check_schedule_arguments
+from gradtx.validation import check_schedule_arguments, check_state_type
 
 PyTree = Any
 
@@ -186,6 +186,7 @@ def hessian_free(
         params = require_params(params, "hessian_free")
         check_trees_match(updates, params, name="updates", reference_name="params")
         value_fn, matvec = objective(params, value_fn, model_fn, output_loss_fn)
+        check_state_type(state, HessianFreeState, "hessian_free")
         dtype = state.damping.dtype
         lam = state.damping
 

@@ -32,7 +32,7 @@ from gradtx.second_order.status import (
     value_converged,
 )
 from gradtx.tree_utils import check_trees_match, saturating_increment, tree_vdot, tree_zeros_like, zero_step_count
-from gradtx.validation import check_schedule_arguments
+from gradtx.validation import check_schedule_arguments, check_state_type
 
 PyTree = Any
 
@@ -210,6 +210,7 @@ def lbfgs(
         params = require_params(params, "lbfgs")
         gradient = updates if grad is None else grad
         check_trees_match(gradient, params, name="grad" if grad is not None else "updates", reference_name="params")
+        check_state_type(state, LbfgsState, "lbfgs")
         dtype = state.inverse_curvatures.dtype
         converged = gradient_converged(gradient, gtol)
 

@@ -29,7 +29,7 @@ from gradtx.tree_utils import (
     tree_zeros_like,
     zero_step_count,
 )
-from gradtx.validation import check_schedule_arguments
+from gradtx.validation import check_schedule_arguments, check_state_type
 
 PyTree = Any
 
@@ -280,6 +280,7 @@ def momentum_autotuner(
             value_fn = require_value_fn(value_fn, "momentum_autotuner")
             params = require_params(params, "momentum_autotuner")
             check_trees_match(updates, params, name="updates", reference_name="params")
+        check_state_type(state, MomentumAutotunerState, "momentum_autotuner")
         dtype = state.learning_rate.dtype
         tiny = jnp.finfo(dtype).tiny
         t = saturating_increment(state.step_count)

@@ -35,7 +35,7 @@ from gradtx.second_order.status import (
     value_converged,
 )
 from gradtx.tree_utils import check_trees_match, saturating_increment, tree_vdot, zero_step_count
-from gradtx.validation import check_schedule_arguments
+from gradtx.validation import check_schedule_arguments, check_state_type
 
 PyTree = Any
 
@@ -221,6 +221,7 @@ def newton(
         params = require_params(params, "newton")
         gradient = updates if grad is None else grad
         check_trees_match(gradient, params, name="grad" if grad is not None else "updates", reference_name="params")
+        check_state_type(state, NewtonState, "newton")
         dtype = state.value.dtype
 
         def run():
