@@ -4,7 +4,7 @@ The public namespace is flat: ``gradtx.adam``, ``gradtx.chain``, ``gradtx.scale_
 ``gradtx.cosine_decay_schedule``. Layers and initializers live in ``gradtx.nn``.
 """
 
-from gradtx import microbatching, nn
+from gradtx import contrib, microbatching, nn
 from gradtx.accumulation import (
     AccumulationState,
     ApplyEvery,
@@ -62,6 +62,37 @@ from gradtx.conditionality import (
     ConditionFn,
     conditionally_mask,
     conditionally_transform,
+)
+from gradtx.contrib import (
+    HutchinsonState,
+    MadgradState,
+    MuonDimensionNumbers,
+    MuonState,
+    SAMState,
+    ScaleByAdemamixState,
+    ScaleBySimplifiedAdEMAMixState,
+    ScheduleFreeState,
+    SophiaState,
+    acprop,
+    ademamix,
+    adopt,
+    hutchinson_estimator_diag_hessian,
+    madgrad,
+    muon,
+    sam,
+    scale_by_acprop,
+    scale_by_ademamix,
+    scale_by_adopt,
+    scale_by_madgrad,
+    scale_by_muon,
+    scale_by_simplified_ademamix,
+    scale_by_sophia,
+    schedule_free,
+    schedule_free_adamw,
+    schedule_free_eval_params,
+    schedule_free_sgd,
+    simplified_ademamix,
+    sophia,
 )
 from gradtx.distributed import (
     bytes_per_device,
