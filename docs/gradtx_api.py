@@ -21,7 +21,7 @@ import typing
 from typing import Any, NamedTuple
 
 # Subpackages with an ``__all__`` of their own, searched after the flat namespace.
-SUBPACKAGES = ("gradtx.nn", "gradtx.second_order")
+SUBPACKAGES = ("gradtx.nn", "gradtx.second_order", "gradtx.contrib")
 # Modules whose functions and classes are all public, whether or not ``gradtx.__all__`` exports them.
 EXTENSION_MODULES = (
     "gradtx.sweep",

@@ -47,6 +47,7 @@ METHOD_MODULES = (
     "gradtx.target_updates",
     "gradtx.nn.",
     "gradtx.second_order.",
+    "gradtx.contrib.",
 )
 BUILDERS = ("GradientTransformation", "Layer", "Initializer")
 

@@ -322,9 +322,10 @@ def muon(
 
     Args:
       learning_rate: ``eta`` (a float or a schedule).
-      ns_coeffs, ns_steps, beta, eps, mu_dtype, nesterov, adaptive, preconditioning,
-        bias_correction: as in :func:`scale_by_muon` (defaults ``(3.4445, -4.7750, 2.0315)``, 5,
-        0.95, 1e-8, None, True, False, ``"frobenius"``, False).
+      ns_coeffs, ns_steps, beta, eps, mu_dtype: as in :func:`scale_by_muon` (defaults
+        ``(3.4445, -4.7750, 2.0315)``, 5, 0.95, 1e-8, None); ``eps`` is also the AdamW epsilon.
+      nesterov, adaptive, preconditioning, bias_correction: as in :func:`scale_by_muon` (defaults
+        True, False, ``"frobenius"``, False); ``nesterov`` also selects NAdam for the fallback.
       weight_decay: ``lambda`` of the Muon leaves (decoupled, multiplied by ``eta``). Default 0.
       weight_decay_mask: which Muon leaves decay (a tree of booleans or a function of the params).
       adam_b1, adam_b2, adam_eps_root, adam_weight_decay: the AdamW of the other leaves

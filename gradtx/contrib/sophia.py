@@ -216,9 +216,10 @@ def sophia(
 
     Args:
       learning_rate: ``eta`` (a float or a schedule).
-      b1, b2, eps, gamma, clip_threshold, update_interval, hessian_diagonal_fn, mu_dtype, verbose,
-        print_win_rate_every_n_steps, bias_correction: as in :func:`scale_by_sophia` (defaults
-        0.965, 0.99, 1e-8, 0.01, 1.0, 10, Hutchinson, None, False, 0, False).
+      b1, b2, eps, gamma: as in :func:`scale_by_sophia` (defaults 0.965, 0.99, 1e-8, 0.01).
+      clip_threshold, update_interval, hessian_diagonal_fn: as there (defaults 1.0, 10, Hutchinson).
+      mu_dtype, verbose, print_win_rate_every_n_steps: as there (defaults None, False, 0).
+      bias_correction: as there (default False, the paper; True is Optax's).
       weight_decay: ``lambda`` >= 0, multiplied by ``eta``. Default 1e-4.
       weight_decay_mask: which leaves decay.
 

@@ -116,8 +116,8 @@ def test_muon_matches_pytorch_optimizer(float64_newton_schulz, nesterov):
     # Muon's steps have a fixed size, so near the optimum it circles and the direction of the tiny
     # momentum is sensitive to rounding and to the eps added to its norm (the reference has none):
     # a small learning rate keeps the 150 steps descending, and the w-only run uses a negligible eps.
-    ours = gc.muon(0.005, eps=1e-30 if nesterov else 1e-10, weight_decay=0.01, nesterov=nesterov, adam_b2=0.95, adam_learning_rate=0.003,
-                   muon_weight_dimension_numbers=dims)
+    ours = gc.muon(0.005, eps=1e-30 if nesterov else 1e-10, weight_decay=0.01, nesterov=nesterov, adam_b2=0.95,
+                   adam_learning_rate=0.003, muon_weight_dimension_numbers=dims)
     if nesterov:  # gradtx's (Optax's) fallback is NAdam with nesterov: compare the Muon leaf alone.
         b = initial_params()["b"]
         w_only = {"w": initial_params()["w"]}
