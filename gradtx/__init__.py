@@ -64,6 +64,8 @@ from gradtx.conditionality import (
     conditionally_transform,
 )
 from gradtx.contrib import (
+    GaLoreDimensionNumbers,
+    GaLoreState,
     HutchinsonState,
     MadgradState,
     MuonDimensionNumbers,
@@ -76,6 +78,7 @@ from gradtx.contrib import (
     acprop,
     ademamix,
     adopt,
+    galore,
     hutchinson_estimator_diag_hessian,
     madgrad,
     muon,
@@ -83,6 +86,7 @@ from gradtx.contrib import (
     scale_by_acprop,
     scale_by_ademamix,
     scale_by_adopt,
+    scale_by_galore,
     scale_by_madgrad,
     scale_by_muon,
     scale_by_simplified_ademamix,

@@ -14,6 +14,7 @@ from gradtx.contrib.ademamix import (
     simplified_ademamix,
 )
 from gradtx.contrib.adopt import adopt, scale_by_adopt
+from gradtx.contrib.galore import GaLoreDimensionNumbers, GaLoreState, galore, scale_by_galore
 from gradtx.contrib.madgrad import MadgradState, madgrad, scale_by_madgrad
 from gradtx.contrib.muon import MuonDimensionNumbers, MuonState, muon, scale_by_muon
 from gradtx.contrib.sam import SAMState, sam
@@ -33,6 +34,8 @@ from gradtx.contrib.sophia import (
 )
 
 __all__ = [
+    "GaLoreDimensionNumbers",
+    "GaLoreState",
     "HutchinsonState",
     "MadgradState",
     "MuonDimensionNumbers",
@@ -46,12 +49,14 @@ __all__ = [
     "acprop",
     "ademamix",
     "adopt",
+    "galore",
     "hutchinson_estimator_diag_hessian",
     "madgrad",
     "muon",
     "sam",
     "scale_by_acprop",
     "scale_by_ademamix",
+    "scale_by_galore",
     "scale_by_adopt",
     "scale_by_madgrad",
     "scale_by_muon",

@@ -167,3 +167,41 @@ def test_state_fields_are_optax_names():
         assert type(ours.init(params))._fields == type(theirs.init(params))._fields
     sophia_state = gc.sophia(0.1).init(params)[0]
     assert sophia_state._fields == oc.SophiaState._fields
+
+
+def run_matrix_problem(optimizer, num_steps):
+    """The softmax problem with its weight as a (10, 4) matrix and a (2, 5, 4) reshape of it, plus the bias."""
+    start = initial_params()
+    params = {"w": start["w"], "w3": start["w"].reshape(2, 5, 4), "b": start["b"]}
+
+    def objective(p):
+        return loss({"w": 0.5 * (p["w"] + p["w3"].reshape(10, 4)), "b": p["b"]})
+
+    state = optimizer.init(params)
+    step = jax.jit(lambda p, s: optimizer.update(jax.grad(objective)(p), s, p))
+    trajectory = []
+    for _ in range(num_steps):
+        updates, state = step(params, state)
+        params = jax.tree.map(jnp.add, params, updates)
+        trajectory.append(params)
+    return trajectory
+
+
+GALORE = {
+    "galore_rank2": (lambda m: m.galore(0.02, rank=2, update_proj_gap=25, weight_decay=0.01), {}),
+    "galore_full_rank_sgd_base": (
+        lambda m, base: m.galore(0.1, rank=8, update_proj_gap=1, scale=0.5, base_optimizer=base), {}),
+    "galore_dimension_numbers": (
+        lambda m: m.galore(0.02, rank=3, update_proj_gap=40, weight_dimension_numbers={
+            "w": m.GaLoreDimensionNumbers(1, 0), "w3": m.GaLoreDimensionNumbers((0, 2), 1), "b": None}), {}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GALORE))
+def test_galore_matches_optax(name):
+    build, _ = GALORE[name]
+    if name == "galore_full_rank_sgd_base":
+        ours, theirs = build(gc, gradtx.trace(0.9)), build(oc, optax.trace(0.9))
+    else:
+        ours, theirs = build(gc), build(oc)
+    assert max_relative_error(run_matrix_problem(ours, STEPS), run_matrix_problem(theirs, STEPS)) < TOLERANCE
