@@ -1,0 +1,128 @@
+"""ACProp: AdaBelief's centred second moment, used one step late (asynchronously)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gradtx.base import GradientTransformation, Params, PyTree, ScalarOrSchedule
+from gradtx.combinators import MaskOrFn, chain
+from gradtx.momentum import bias_correction
+from gradtx.regularization import add_decayed_weights
+from gradtx.scaling import scale_by_learning_rate
+from gradtx.tree_utils import (
+    cast_like,
+    check_float_leaves,
+    check_trees_match,
+    saturating_increment,
+    tree_zeros_like,
+    zero_step_count,
+)
+from gradtx.validation import check_decay, check_non_negative
+
+
+class ScaleByBeliefState(NamedTuple):
+    """State of ``scale_by_acprop``: step ``count``, first moment ``mu`` and centred second moment ``nu``
+    (Optax's ``ScaleByBeliefState`` fields)."""
+
+    count: jax.Array
+    mu: PyTree
+    nu: PyTree
+
+
+def scale_by_acprop(
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-16,
+    eps_root: float = 1e-16,
+) -> GradientTransformation:
+    """ACProp scaling (Zhuang et al. 2021): the denominator uses only information before step ``t``.
+
+    .. math::
+        u_t = \\frac{g_t}{\\sqrt{s_{t-1} / (1-\\beta_2^{t-1})} + \\epsilon} \\quad (u_1 = g_1 / (1 + \\epsilon))
+
+        m_t = \\beta_1 m_{t-1} + (1-\\beta_1) g_t, \\qquad
+        s_t = \\beta_2 s_{t-1} + (1-\\beta_2) (g_t - m_{t-1})^2 + \\epsilon_{root}
+
+    Args:
+      b1: ``beta_1`` in [0, 1). Default 0.9.
+      b2: ``beta_2`` in [0, 1). Default 0.999.
+      eps: ``epsilon`` >= 0 outside the root. Default 1e-16.
+      eps_root: ``epsilon_root`` >= 0 added to ``s``. Default 1e-16.
+
+    State: ``ScaleByBeliefState(count, mu=m, nu=s)``.
+    Matches ``optax.contrib.scale_by_acprop`` (which follows the authors' repository). Optax's
+    docstring writes the centring with ``m_t``; its code, reproduced here, uses ``m_{t-1}``.
+    Not compared with an authors' reference: ``pytorch_optimizer`` 4.1 has no ACProp.
+
+    References:
+      Zhuang, Ding, Tang, Dvornek, Tatikonda & Duncan, "Momentum Centering and Asynchronous Update
+      for Adaptive Gradient Methods", NeurIPS 2021, arXiv:2110.05454.
+    """
+    check_decay(b1, "b1")
+    check_decay(b2, "b2")
+    check_non_negative(eps, "eps")
+    check_non_negative(eps_root, "eps_root")
+
+    def init_fn(params: Params) -> ScaleByBeliefState:
+        check_float_leaves(params)
+        return ScaleByBeliefState(zero_step_count(), tree_zeros_like(params), tree_zeros_like(params))
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args
+        check_trees_match(updates, state.mu, name="updates", reference_name="acprop state")
+        mu = jax.tree.map(lambda g, m: cast_like(b1, m) * m + cast_like(1 - b1, m) * g, updates, state.mu)
+        nu = jax.tree.map(
+            lambda g, m, s: cast_like(b2, s) * s + cast_like(1 - b2, s) * jnp.square(g - m) + cast_like(eps_root, s),
+            updates, state.mu, state.nu,
+        )
+        first = state.count == 0
+        # The previous s, debiased at its own step; on the first step there is none and the scale is 1.
+        previous = bias_correction(state.nu, b2, jnp.where(first, 1, state.count))
+        new_updates = jax.tree.map(
+            lambda g, s: g / (jnp.sqrt(jnp.where(first, jnp.ones_like(s), s)) + cast_like(eps, s)), updates, previous
+        )
+        return new_updates, ScaleByBeliefState(saturating_increment(state.count), mu, nu)
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def acprop(
+    learning_rate: ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-16,
+    eps_root: float = 1e-16,
+    weight_decay: ScalarOrSchedule = 0.0,
+    mask: MaskOrFn | None = None,
+) -> GradientTransformation:
+    """ACProp (Zhuang et al. 2021) with decoupled weight decay.
+
+    .. math::
+        w_t = w_{t-1} - \\eta_t \\left( \\frac{g_t}{\\sqrt{\\hat s_{t-1}} + \\epsilon} + \\lambda w_{t-1} \\right)
+
+    with ``s`` the centred second moment of :func:`scale_by_acprop`.
+
+    Args:
+      learning_rate: ``eta`` (a float or a schedule).
+      b1, b2, eps, eps_root: as in :func:`scale_by_acprop` (defaults 0.9, 0.999, 1e-16, 1e-16).
+      weight_decay: ``lambda`` >= 0, multiplied by ``eta``. Default 0.
+      mask: which leaves decay.
+
+    State: ``(ScaleByBeliefState, AddDecayedWeightsState, ScaleByScheduleState)``.
+    Matches ``optax.contrib.acprop``.
+
+    References:
+      Zhuang, Ding, Tang, Dvornek, Tatikonda & Duncan, "Momentum Centering and Asynchronous Update
+      for Adaptive Gradient Methods", NeurIPS 2021, arXiv:2110.05454.
+    """
+    return chain(
+        scale_by_acprop(b1, b2, eps, eps_root),
+        add_decayed_weights(weight_decay, mask),
+        scale_by_learning_rate(learning_rate),
+    )
+
+
+__all__ = ["ScaleByBeliefState", "acprop", "scale_by_acprop"]
