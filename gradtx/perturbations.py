@@ -67,6 +67,9 @@ class Gumbel:
         return -inputs - jnp.exp(-inputs)
 
 
+_DEFAULT_NOISE = Gumbel()
+
+
 def _magic_box(log_prob: jax.Array) -> jax.Array:
     """``exp(l - stop_gradient(l))``: equal to 1, with derivative ``dl`` (Foerster et al. 2018)."""
     return jnp.exp(log_prob - jax.lax.stop_gradient(log_prob))
@@ -76,7 +79,7 @@ def make_perturbed_fun(
     fun: Callable[[PyTree], PyTree],
     num_samples: int = 1000,
     sigma: Any = 0.1,
-    noise: Any = Gumbel(),
+    noise: Any = _DEFAULT_NOISE,
     use_baseline: bool = True,
 ) -> Callable[[jax.Array, PyTree], PyTree]:
     """A differentiable Monte-Carlo estimate of ``f_sigma(x) = E_z f(x + sigma z)``.
