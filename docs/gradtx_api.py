@@ -21,7 +21,14 @@ import typing
 from typing import Any, NamedTuple
 
 # Subpackages with an ``__all__`` of their own, searched after the flat namespace.
-SUBPACKAGES = ("gradtx.nn", "gradtx.second_order", "gradtx.projections", "gradtx.tree")
+SUBPACKAGES = (
+    "gradtx.nn",
+    "gradtx.second_order",
+    "gradtx.projections",
+    "gradtx.tree",
+    "gradtx.assignment",
+    "gradtx.perturbations",
+)
 # Modules whose functions and classes are all public, whether or not ``gradtx.__all__`` exports them.
 EXTENSION_MODULES = (
     "gradtx.sweep",

@@ -58,6 +58,8 @@ METHOD_MODULES = (
     "gradtx.trust_ratio",
     "gradtx.step_size",
     "gradtx.stochastic",
+    "gradtx.assignment",
+    "gradtx.perturbations",
 )
 BUILDERS = ("GradientTransformation", "Layer", "Initializer")
 
