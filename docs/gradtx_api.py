@@ -28,6 +28,8 @@ SUBPACKAGES = (
     "gradtx.tree",
     "gradtx.losses",
     "gradtx.contrib",
+    "gradtx.assignment",
+    "gradtx.perturbations",
 )
 # Modules whose functions and classes are all public, whether or not ``gradtx.__all__`` exports them.
 EXTENSION_MODULES = (

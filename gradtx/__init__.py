@@ -4,7 +4,7 @@ The public namespace is flat: ``gradtx.adam``, ``gradtx.chain``, ``gradtx.scale_
 ``gradtx.cosine_decay_schedule``. Layers and initializers live in ``gradtx.nn``.
 """
 
-from gradtx import contrib, losses, microbatching, nn, projections, tree
+from gradtx import assignment, contrib, losses, microbatching, nn, perturbations, projections, tree
 from gradtx.accumulation import (
     AccumulationState,
     ApplyEvery,
@@ -52,9 +52,13 @@ from gradtx.base import (
     Params,
     ScalarOrSchedule,
     Schedule,
+    TransformInitFn,
+    TransformUpdateExtraArgsFn,
+    TransformUpdateFn,
     Updates,
     apply_updates,
     identity,
+    init_empty_state,
     stateless,
     stateless_with_tree_map,
     value_at,
@@ -64,6 +68,7 @@ from gradtx.clipping import clip_by_block_rms, per_example_global_norm_clip, per
 from gradtx.combinators import (
     MaskedNode,
     MaskedState,
+    MaskOrFn,
     MultiTransformState,
     PartitionState,
     chain,
@@ -72,6 +77,7 @@ from gradtx.combinators import (
     multi_transform,
     named_chain,
     partition,
+    selective_transform,
     set_to_zero,
 )
 from gradtx.conditionality import (
@@ -230,6 +236,7 @@ from gradtx.optimistic import (
     optimistic_gradient_descent,
     scale_by_optimistic_gradient,
 )
+from gradtx.perturbations import MultiNormalDiagFromLogScale, multi_normal
 from gradtx.regularization import (
     AddDecayedWeightsState,
     ClipByGlobalNormState,
@@ -237,18 +244,21 @@ from gradtx.regularization import (
     add_decayed_weights,
     clip,
     clip_by_global_norm,
+    unitwise_clip,
     unitwise_norm,
 )
 from gradtx.rms import (
     AdadeltaState,
     AdagradState,
     RmsState,
+    ScaleByRssState,
     adadelta,
     adagrad,
     rmsprop,
     scale_by_adadelta,
     scale_by_adagrad,
     scale_by_rms,
+    scale_by_rss,
 )
 from gradtx.scaling import ScaleByScheduleState, scale, scale_by_learning_rate, scale_by_schedule
 from gradtx.schedules import (
@@ -329,6 +339,7 @@ from gradtx.step_size import (
 from gradtx.stochastic import AddNoiseState, add_noise, noisy_sgd, scale_by_stddev, scale_gradient
 from gradtx.sweep import SweepResult, config_grid, config_samples, loss_curve, sweep
 from gradtx.target_updates import incremental_update, periodic_update
+from gradtx.tree import update_infinity_moment, update_moment, update_moment_per_elem_norm
 from gradtx.tree_utils import (
     check_trees_match,
     check_updates_match_params,

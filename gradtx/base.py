@@ -31,13 +31,32 @@ ScalarOrSchedule = Union[float, jax.Array, Schedule]
 
 
 class InitFn(Protocol):
+    """``init(params) -> state``: builds a transformation's state from the parameters."""
+
     def __call__(self, params: Params) -> OptState: ...
 
 
 class UpdateFn(Protocol):
+    """``update(updates, state, params=None, **extra_args) -> (updates, state)``: one step."""
+
     def __call__(
         self, updates: Updates, state: OptState, params: Params | None = None, **extra_args: Any
     ) -> tuple[Updates, OptState]: ...
+
+
+class TransformUpdateFn(Protocol):
+    """``update(updates, state, params=None) -> (updates, state)``, without extra arguments.
+
+    Optax's ``optax.TransformUpdateFn``. gradtx's own update functions all take ``**extra_args``
+    (``TransformUpdateExtraArgsFn``), so they satisfy this protocol too.
+    """
+
+    def __call__(self, updates: Updates, state: OptState, params: Params | None = None) -> tuple[Updates, OptState]: ...
+
+
+# Optax's names for the protocol types (``optax.TransformInitFn``, ``optax.TransformUpdateExtraArgsFn``).
+TransformInitFn = InitFn
+TransformUpdateExtraArgsFn = UpdateFn
 
 
 class GradientTransformation(NamedTuple):
@@ -78,6 +97,12 @@ class GradientTransformationExtraArgs(GradientTransformation):
 
 class EmptyState(NamedTuple):
     """State of a transformation that keeps none."""
+
+
+def init_empty_state(params: Params) -> EmptyState:
+    """An ``init`` that keeps no state: ``params -> EmptyState()``. Matches ``optax.init_empty_state``."""
+    del params
+    return EmptyState()
 
 
 def identity() -> GradientTransformation:

@@ -309,6 +309,31 @@ def freeze(mask: MaskOrFn) -> GradientTransformation:
     return masked(set_to_zero(), mask)
 
 
+def selective_transform(
+    optimizer: GradientTransformation, *, freeze_mask: bool | jax.Array | PyTree
+) -> GradientTransformation:
+    """Applies ``optimizer`` to the trainable leaves and zeroes the frozen ones.
+
+    ``u_i <- 0`` where ``freeze_mask_i`` is True, ``u_i <- T(g)_i`` elsewhere, with ``T`` seeing
+    (and keeping state for) only the trainable leaves: ``partition({"train": optimizer,
+    "freeze": set_to_zero()}, labels)``.
+
+    Args:
+      optimizer: ``T``, the transformation for the trainable leaves.
+      freeze_mask: keyword-only and static: a bool (freeze all or nothing) or a tree of bools
+        with the parameters' structure or a prefix of it (True freezes a whole subtree).
+
+    State: ``PartitionState`` with the labels ``"train"`` and ``"freeze"``.
+    Matches ``optax.transforms.selective_transform``.
+    """
+
+    def labels(params: Params) -> PyTree:
+        del params
+        return jax.tree.map(lambda frozen: "freeze" if frozen else "train", freeze_mask)
+
+    return partition({"train": optimizer, "freeze": set_to_zero()}, param_labels=labels)
+
+
 # Optax's former names for ``partition`` and its state (``optax.multi_transform``, ``optax.MultiTransformState``).
 multi_transform = partition
 MultiTransformState = PartitionState

@@ -200,6 +200,31 @@ def unitwise_norm(x: jax.Array, axis: int | tuple[int, ...] | None = None) -> ja
     return jnp.broadcast_to(jnp.sqrt(squared), x.shape)
 
 
+def unitwise_clip(g_norm: jax.Array, max_norm: jax.Array, grad: jax.Array, div_eps: float = 1e-6) -> jax.Array:
+    """Rescales each unit of ``grad`` whose norm reaches ``max_norm`` down to that norm.
+
+    .. math::
+        u = g \\ \\text{if } \\|g\\| < m, \\qquad
+        u = g \\, \\frac{m}{\\max(\\|g\\|, \\text{div\\_eps})} \\ \\text{otherwise},
+
+    elementwise, with ``g_norm`` (``||g||``, e.g. from ``unitwise_norm``) and ``max_norm`` (``m``)
+    broadcast to ``grad``'s shape already: a ``ValueError`` names a shape that differs.
+
+    Args:
+      g_norm: the unit norm of ``grad``, one value per element.
+      max_norm: the largest allowed norm, one value per element.
+      grad: the gradient leaf.
+      div_eps: floor of the divisor. Default 1e-6.
+
+    The step inside ``adaptive_grad_clip`` (Brock et al. 2021). Matches ``optax.transforms.unitwise_clip``.
+    """
+    shapes = {name: jnp.shape(value) for name, value in (("g_norm", g_norm), ("max_norm", max_norm), ("grad", grad))}
+    if len(set(shapes.values())) != 1:
+        raise ValueError(f"unitwise_clip: g_norm, max_norm and grad must have one shape, got {shapes}.")
+    clipped = grad * (max_norm / jnp.maximum(g_norm, div_eps))
+    return jnp.where(g_norm < max_norm, grad, clipped)
+
+
 @check_schedule_arguments
 def adaptive_grad_clip(
     clipping: float, eps: float = 1e-3, axis: int | tuple[int, ...] | None = None

@@ -102,6 +102,29 @@ def scale_by_adagrad(
     return GradientTransformation(init_fn, update_fn)
 
 
+# Optax's name for the state of its root-sum-of-squares block (``optax.ScaleByRssState``).
+ScaleByRssState = AdagradState
+
+
+def scale_by_rss(initial_accumulator_value: float = 0.1, eps: float = 1e-7) -> GradientTransformation:
+    """Divides by the root of the sum of all squared gradients so far (AdaGrad's scaling).
+
+    .. math::
+        s_t = s_{t-1} + |g_t|^2, \\qquad u_t = g_t / \\sqrt{s_t + \\epsilon} \\ (0 \\text{ where } s_t = 0)
+
+    with ``s_0 = initial_accumulator_value``: ``scale_by_adagrad`` with ``eps_in_sqrt=True``.
+
+    Args:
+      initial_accumulator_value: ``s_0`` >= 0. Default 0.1.
+      eps: ``epsilon`` > 0, inside the root. Default 1e-7.
+
+    State: ``ScaleByRssState(sum_of_squares=s)`` (the same type as ``AdagradState``).
+    Matches ``optax.scale_by_rss``. Reference: Duchi, Hazan, Singer, "Adaptive subgradient
+    methods", JMLR 2011.
+    """
+    return scale_by_adagrad(initial_accumulator_value, eps, eps_in_sqrt=True)
+
+
 class RmsState(NamedTuple):
     """State of ``scale_by_rms``.
 

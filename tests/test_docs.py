@@ -60,6 +60,8 @@ METHOD_MODULES = (
     "gradtx.stochastic",
     "gradtx.losses.",
     "gradtx.contrib.",
+    "gradtx.assignment",
+    "gradtx.perturbations",
 )
 BUILDERS = ("GradientTransformation", "Layer", "Initializer")
 
