@@ -124,8 +124,10 @@ def test_optax_program_runs_unchanged_with_optax_numbers(program):
     for path, got, want in zip(
         jax.tree_util.tree_leaves_with_path(actual), jax.tree.leaves(actual), jax.tree.leaves(expected)
     ):
+        # Under jax_enable_x64 Optax evaluates a schedule at its int32 step count in float32, gradtx in
+        # float64: the learning rates agree to float32 rounding, and so does everything downstream.
         np.testing.assert_allclose(
-            np.asarray(got), np.asarray(want), rtol=1e-9, atol=1e-12, err_msg=jax.tree_util.keystr(path[0])
+            np.asarray(got), np.asarray(want), rtol=2e-6, atol=1e-12, err_msg=jax.tree_util.keystr(path[0])
         )
     if "losses" in expected:
         # The run trains: the check above compares a program that does something.
