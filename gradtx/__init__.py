@@ -208,6 +208,23 @@ from gradtx.second_order import (
     scaled_conjugate_gradient,
     wolfe_line_search,
 )
+from gradtx.second_order import (  # Optax's line searches, L-BFGS and linear algebra (issue 13)
+    BacktrackingLinesearchInfo,
+    ScaleByBacktrackingLinesearchState,
+    ScaleByLBFGSState,
+    ScaleByZoomLinesearchState,
+    ZoomLinesearchInfo,
+    fisher_diag,
+    hessian_diag,
+    hvp,
+    lbfgs_solver,
+    matrix_inverse_pth_root,
+    nnls,
+    scale_by_backtracking_linesearch,
+    scale_by_lbfgs,
+    scale_by_zoom_linesearch,
+    two_loop_recursion,
+)
 from gradtx.sign import (
     RpropState,
     ScaleByLionState,
