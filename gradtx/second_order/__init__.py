@@ -32,6 +32,11 @@ at ``params``. A whole run fits in one ``jit``::
     run(jnp.zeros(3))  # -> about [1.0, 1.0, 1.0], where 4 w^3 + 2 (w - 3) = 0
 """
 
+from gradtx.second_order.backtracking_linesearch import (
+    BacktrackingLinesearchInfo,
+    ScaleByBacktrackingLinesearchState,
+    scale_by_backtracking_linesearch,
+)
 from gradtx.second_order.conjugate_gradient import (
     ConjugateGradientState,
     ScaledConjugateGradientState,
@@ -52,11 +57,6 @@ from gradtx.second_order.curvature import (
 )
 from gradtx.second_order.esgd import ESGDState, esgd, scale_by_esgd
 from gradtx.second_order.hessian_free import HessianFreeState, hessian_free
-from gradtx.second_order.backtracking_linesearch import (
-    BacktrackingLinesearchInfo,
-    ScaleByBacktrackingLinesearchState,
-    scale_by_backtracking_linesearch,
-)
 from gradtx.second_order.lbfgs import (
     LbfgsState,
     ScaleByLBFGSState,
@@ -66,9 +66,9 @@ from gradtx.second_order.lbfgs import (
     scale_by_lbfgs,
     two_loop_recursion,
 )
+from gradtx.second_order.line_search import LineSearchResult, backtracking_line_search, wolfe_line_search
 from gradtx.second_order.linear_algebra import matrix_inverse_pth_root, nnls, power_iteration
 from gradtx.second_order.loss_curvature import fisher_diag, hessian_diag, hvp
-from gradtx.second_order.line_search import LineSearchResult, backtracking_line_search, wolfe_line_search
 from gradtx.second_order.minimize import MinimizeResult, minimize
 from gradtx.second_order.momentum_tuning import MomentumAutotunerState, momentum_autotuner, optimal_momentum
 from gradtx.second_order.newton import NewtonState, newton

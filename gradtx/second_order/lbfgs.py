@@ -31,7 +31,6 @@ from gradtx.second_order._common import (
     tree_where,
 )
 from gradtx.second_order.line_search import wolfe_line_search
-from gradtx.second_order.zoom_linesearch import scale_by_zoom_linesearch
 from gradtx.second_order.status import (
     SolverStatus,
     all_finite,
@@ -40,6 +39,7 @@ from gradtx.second_order.status import (
     unless_stopped,
     value_converged,
 )
+from gradtx.second_order.zoom_linesearch import scale_by_zoom_linesearch
 from gradtx.tree import add_scale, cast_like, norm, real
 from gradtx.tree_utils import check_trees_match, saturating_increment, tree_vdot, tree_zeros_like, zero_step_count
 
@@ -211,13 +211,15 @@ def scale_by_lbfgs(memory_size: int = 10, scale_init_precond: bool = True) -> Gr
     return GradientTransformation(init_fn, update_fn)
 
 
+# Optax's default: the zoom line search from a first trial of 1 (the quasi-Newton step), 20 evaluations.
+_DEFAULT_LINESEARCH = scale_by_zoom_linesearch(max_linesearch_steps=20, initial_guess_strategy="one")
+
+
 def lbfgs(
     learning_rate: ScalarOrSchedule | None = None,
     memory_size: int = 10,
     scale_init_precond: bool = True,
-    linesearch: GradientTransformation | None = scale_by_zoom_linesearch(
-        max_linesearch_steps=20, initial_guess_strategy="one"
-    ),
+    linesearch: GradientTransformation | None = _DEFAULT_LINESEARCH,
 ) -> GradientTransformationExtraArgs:
     r"""L-BFGS: the limited-memory BFGS direction scaled by a line search (Optax's ``lbfgs``).
 
