@@ -9,6 +9,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradtx.tree_utils import tree_global_norm
 
@@ -156,3 +157,12 @@ def print_if(condition: jax.Array, message: str, **values: Any) -> None:
         lambda: jax.debug.print(message, **values, ordered=True),
         lambda: None,
     )
+
+
+def real_dtype_of_first_leaf(params: PyTree) -> Any:
+    """The real dtype matching the first leaf of ``params`` (float32 for complex64), as JAX will store it.
+
+    Optax's line searches keep their step sizes and values in this dtype.
+    """
+    leaf_dtype = jnp.result_type(jax.tree.leaves(params)[0])
+    return jax.dtypes.canonicalize_dtype(np.real(np.zeros((), leaf_dtype)).dtype)

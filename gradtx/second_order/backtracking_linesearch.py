@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from gradtx import validation
 from gradtx.base import Params, PyTree
 from gradtx.extra_args import GradientTransformationExtraArgs
-from gradtx.second_order._common import print_if, split_value_fn_kwargs, tree_inner
+from gradtx.second_order._common import print_if, real_dtype_of_first_leaf, split_value_fn_kwargs, tree_inner
 from gradtx.tree import add_scale, cast_like, conj, real, scale, zeros_like
 
 
@@ -122,7 +122,7 @@ def scale_by_backtracking_linesearch(
     validation.check_non_negative(rtol, "rtol")
 
     def init_fn(params: Params) -> ScaleByBacktrackingLinesearchState:
-        real_dtype = jnp.real(jnp.empty((), jax.tree.leaves(params)[0].dtype)).dtype
+        real_dtype = real_dtype_of_first_leaf(params)
         return ScaleByBacktrackingLinesearchState(
             learning_rate=jnp.asarray(1.0, real_dtype),
             value=jnp.asarray(jnp.inf, real_dtype),

@@ -103,7 +103,7 @@ def two_loop_recursion(
         return cast_like(add_scale(q, -alpha, du), q), alpha
 
     q, alphas = jax.lax.scan(newest_to_oldest, vector, oldest_first, reverse=True)
-    r = jax.tree.map(lambda x: identity_scale * x, q)
+    r = cast_like(jax.tree.map(lambda x: identity_scale * x, q), q)
 
     def oldest_to_newest(r, i_alpha):
         i, alpha = i_alpha

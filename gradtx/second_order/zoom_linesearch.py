@@ -17,7 +17,13 @@ import jax.numpy as jnp
 from gradtx import validation
 from gradtx.base import Params, PyTree
 from gradtx.extra_args import GradientTransformationExtraArgs
-from gradtx.second_order._common import check_choice, print_if, split_value_fn_kwargs, tree_inner
+from gradtx.second_order._common import (
+    check_choice,
+    print_if,
+    real_dtype_of_first_leaf,
+    split_value_fn_kwargs,
+    tree_inner,
+)
 from gradtx.tree import add_scale, cast_like, real, scale, where, zeros_like
 
 # Diagnostics printed with ``verbose=True`` (the same sentences as Optax's, so logs read the same).
@@ -214,7 +220,7 @@ def scale_by_zoom_linesearch(
         validation.check_non_negative(approx_dec_rtol, "approx_dec_rtol")
 
     def init_fn(params: Params) -> ScaleByZoomLinesearchState:
-        real_dtype = jnp.real(jnp.empty((), jax.tree.leaves(params)[0].dtype)).dtype
+        real_dtype = real_dtype_of_first_leaf(params)
         return ScaleByZoomLinesearchState(
             learning_rate=jnp.asarray(1.0, real_dtype),
             value=jnp.asarray(jnp.inf, real_dtype),
@@ -268,7 +274,7 @@ def scale_by_zoom_linesearch(
         return jnp.where(jnp.isnan(decrease), jnp.inf, decrease), jnp.where(jnp.isnan(curvature), jnp.inf, curvature)
 
     def _run_search(updates, params, value_init, grad_init, previous_stepsize, value_and_grad, fn_kwargs) -> _Search:
-        real_dtype = jnp.real(jnp.empty((), jax.tree.leaves(params)[0].dtype)).dtype
+        real_dtype = real_dtype_of_first_leaf(params)
         guess = jnp.asarray(1.0) if initial_guess_strategy == "one" else previous_stepsize
         slope_init = real(tree_inner(updates, grad_init))
         zero = jnp.asarray(0.0)
