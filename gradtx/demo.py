@@ -46,7 +46,7 @@ FIRST_ORDER: dict[str, Callable[[], gradtx.GradientTransformation]] = {
     "rprop": lambda: gradtx.rprop(1e-3),
     "sign_sgd": lambda: gradtx.sign_sgd(1e-3),
 }
-# Second-order methods take the objective as ``value_fn`` in ``update``.
+# Second-order methods take the objective as ``value_fn`` in ``update`` (and f, grad f as ``value``, ``grad``).
 SECOND_ORDER: dict[str, Callable[[], gradtx.GradientTransformation]] = {
     "lbfgs": lambda: lbfgs(memory_size=10),
     "newton": lambda: newton(),
@@ -176,7 +176,7 @@ def fit_logistic_regression(name: str, optimizer: gradtx.GradientTransformation,
     def step(carry, _):
         params, state = carry
         loss, grads = jax.value_and_grad(objective)(params)
-        updates, state = optimizer.update(grads, state, params, value_fn=objective)
+        updates, state = optimizer.update(grads, state, params, value=loss, grad=grads, value_fn=objective)
         return (gradtx.apply_updates(params, updates), state), loss
 
     def run(params):

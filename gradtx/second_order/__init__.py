@@ -23,7 +23,8 @@ at ``params``. A whole run fits in one ``jit``::
     def run(w):
         def step(carry, _):
             w, state = carry
-            updates, state = tx.update(jax.grad(loss)(w), state, w, value_fn=loss)
+            value, grad = jax.value_and_grad(loss)(w)
+            updates, state = tx.update(grad, state, w, value=value, grad=grad, value_fn=loss)
             return (apply_updates(w, updates), state), None
 
         return jax.lax.scan(step, (w, tx.init(w)), None, length=20)[0][0]
@@ -31,6 +32,11 @@ at ``params``. A whole run fits in one ``jit``::
     run(jnp.zeros(3))  # -> about [1.0, 1.0, 1.0], where 4 w^3 + 2 (w - 3) = 0
 """
 
+from gradtx.second_order.backtracking_linesearch import (
+    BacktrackingLinesearchInfo,
+    ScaleByBacktrackingLinesearchState,
+    scale_by_backtracking_linesearch,
+)
 from gradtx.second_order.conjugate_gradient import (
     ConjugateGradientState,
     ScaledConjugateGradientState,
@@ -47,17 +53,31 @@ from gradtx.second_order.curvature import (
     hessian_vector_product,
     hutchinson_diagonal,
     lanczos_eigenvalues,
-    power_iteration,
     random_like,
 )
 from gradtx.second_order.esgd import ESGDState, esgd, scale_by_esgd
 from gradtx.second_order.hessian_free import HessianFreeState, hessian_free
-from gradtx.second_order.lbfgs import LbfgsState, lbfgs, lbfgs_direction
+from gradtx.second_order.lbfgs import (
+    LbfgsState,
+    ScaleByLBFGSState,
+    lbfgs,
+    lbfgs_direction,
+    lbfgs_solver,
+    scale_by_lbfgs,
+    two_loop_recursion,
+)
 from gradtx.second_order.line_search import LineSearchResult, backtracking_line_search, wolfe_line_search
+from gradtx.second_order.linear_algebra import matrix_inverse_pth_root, nnls, power_iteration
+from gradtx.second_order.loss_curvature import fisher_diag, hessian_diag, hvp
 from gradtx.second_order.minimize import MinimizeResult, minimize
 from gradtx.second_order.momentum_tuning import MomentumAutotunerState, momentum_autotuner, optimal_momentum
 from gradtx.second_order.newton import NewtonState, newton
 from gradtx.second_order.status import SolverStatus
+from gradtx.second_order.zoom_linesearch import (
+    ScaleByZoomLinesearchState,
+    ZoomLinesearchInfo,
+    scale_by_zoom_linesearch,
+)
 
 __all__ = [
     "ConjugateGradientResult",
@@ -94,4 +114,20 @@ __all__ = [
     "scale_by_esgd",
     "scaled_conjugate_gradient",
     "wolfe_line_search",
+    # Optax's names (issue 13).
+    "BacktrackingLinesearchInfo",
+    "ScaleByBacktrackingLinesearchState",
+    "ScaleByLBFGSState",
+    "ScaleByZoomLinesearchState",
+    "ZoomLinesearchInfo",
+    "fisher_diag",
+    "hessian_diag",
+    "hvp",
+    "lbfgs_solver",
+    "matrix_inverse_pth_root",
+    "nnls",
+    "scale_by_backtracking_linesearch",
+    "scale_by_lbfgs",
+    "scale_by_zoom_linesearch",
+    "two_loop_recursion",
 ]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import numbers
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradtx.tree_utils import tree_global_norm
 
@@ -106,3 +108,61 @@ def safe_divide(numerator: jax.Array, denominator: jax.Array) -> jax.Array:
     """``numerator / denominator``, and 0 where the denominator is 0 (no NaN in either branch)."""
     nonzero = denominator != 0
     return jnp.where(nonzero, numerator / jnp.where(nonzero, denominator, 1), 0)
+
+
+def tree_inner(x: PyTree, y: PyTree) -> jax.Array:
+    """``<x, y> = sum_i conj(x_i) y_i`` over every leaf, each leaf a ``tensordot`` at HIGHEST precision.
+
+    The same reduction as ``optax.tree.vdot`` (a dot product per leaf, then a left-to-right sum),
+    so that the line searches and L-BFGS reproduce Optax's rounding bit for bit.
+    """
+
+    def leaf_dot(a, b):
+        a, b = jnp.asarray(a), jnp.asarray(b)
+        if jnp.iscomplexobj(a):
+            a = jnp.conj(a)
+        return jnp.tensordot(a, b, a.ndim, precision=jax.lax.Precision.HIGHEST)
+
+    total = 0
+    for dot in jax.tree.leaves(jax.tree.map(leaf_dot, x, y)):
+        total = total + dot
+    return jnp.asarray(total)
+
+
+def split_value_fn_kwargs(value_fn: Callable, extra_args: dict[str, Any], method: str) -> dict[str, Any]:
+    """The keyword arguments of ``update`` that ``value_fn`` takes (by name); ``TypeError`` for any other.
+
+    A ``value_fn`` with ``**kwargs`` takes them all. Optax raises the same error for arguments that
+    the objective does not consume, so a misspelled batch argument is never silently dropped.
+    """
+    try:
+        parameters = inspect.signature(value_fn).parameters
+    except (TypeError, ValueError):
+        return dict(extra_args)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return dict(extra_args)
+    unused = sorted(k for k in extra_args if k not in parameters)
+    if unused:
+        raise TypeError(
+            f"Unexpected keyword arguments passed to `{method}.update`: {unused} are not arguments of "
+            "value_fn. Pass only the objective's own keyword arguments (e.g. a batch) to update."
+        )
+    return dict(extra_args)
+
+
+def print_if(condition: jax.Array, message: str, **values: Any) -> None:
+    """``jax.debug.print(message, **values)`` when the traced ``condition`` holds (for ``verbose=``)."""
+    jax.lax.cond(
+        condition,
+        lambda: jax.debug.print(message, **values, ordered=True),
+        lambda: None,
+    )
+
+
+def real_dtype_of_first_leaf(params: PyTree) -> Any:
+    """The real dtype matching the first leaf of ``params`` (float32 for complex64), as JAX will store it.
+
+    Optax's line searches keep their step sizes and values in this dtype.
+    """
+    leaf_dtype = jnp.result_type(jax.tree.leaves(params)[0])
+    return jax.dtypes.canonicalize_dtype(np.real(np.zeros((), leaf_dtype)).dtype)

@@ -18,12 +18,12 @@ from jax.flatten_util import ravel_pytree
 from gradtx.second_order._common import (
     check_choice,
     check_positive_int,
-    normalized_or,
     safe_divide,
     tree_add_scaled,
     tree_scale,
     tree_sub,
 )
+from gradtx.second_order.linear_algebra import power_iteration
 from gradtx.tree_utils import tree_vdot, tree_zeros_like
 
 PyTree = Any
@@ -276,48 +276,6 @@ def lanczos_eigenvalues(matvec: MatVec, initial_vector: PyTree, num_iterations: 
     return jnp.where(valid, ritz_values, jnp.nan)
 
 
-def power_iteration(
-    matvec: MatVec, initial_vector: PyTree, num_iterations: int = 100, shift: float | jax.Array = 0.0
-) -> tuple[jax.Array, PyTree]:
-    """The eigenvalue of ``A`` farthest from ``shift``, and its unit eigenvector, by power iteration.
-
-        v <- (A - shift I) v / ||(A - shift I) v||   (num_iterations times),
-        lambda = v . A v                              (Rayleigh quotient of A itself).
-
-    With ``shift = 0`` this finds the eigenvalue of largest magnitude; with ``shift = lambda_max``
-    (all of ``A - shift I`` non-positive) it finds ``lambda_min``. The eigenvector error shrinks
-    like ``|lambda_2 - shift| / |lambda_1 - shift|`` per step, the Rayleigh quotient error like
-    its square. A zero product ``(A - shift I) v = 0`` means ``v`` spans an invariant subspace
-    (an eigenvector for ``shift``, or ``A = 0``): the iteration then keeps ``v`` and returns its
-    Rayleigh quotient, which is exact, rather than dividing by zero.
-
-    Args:
-      matvec: ``v -> A v`` for a symmetric ``A``.
-      initial_vector: the start (a tree, not orthogonal to the wanted eigenvector).
-      num_iterations: number of products (default 100).
-      shift: the spectral shift (default 0).
-
-    Returns:
-      ``(eigenvalue, eigenvector)``, the eigenvector a unit-norm tree shaped like
-      ``initial_vector``.
-
-    References:
-      Golub & Van Loan, "Matrix Computations", 4th ed., section 8.2.1.
-    """
-    check_positive_int(num_iterations, "num_iterations")
-    flat, flat_matvec = _flat_operator(matvec, initial_vector)
-    _, unravel = ravel_pytree(initial_vector)
-    shift = jnp.asarray(shift, flat.dtype)
-
-    def body(_, v):
-        # (A - shift I) v = 0: v spans an invariant subspace, its Rayleigh quotient is exact.
-        return normalized_or(flat_matvec(v) - shift * v, v)
-
-    v = jax.lax.fori_loop(0, num_iterations, body, flat / jnp.linalg.norm(flat))
-    eigenvalue = jnp.vdot(v, flat_matvec(v))
-    return eigenvalue, unravel(v)
-
-
 def extreme_eigenvalues(
     matvec: MatVec, initial_vector: PyTree, num_iterations: int = 20, method: str = "lanczos"
 ) -> tuple[jax.Array, jax.Array]:
@@ -325,7 +283,8 @@ def extreme_eigenvalues(
 
     ``method="lanczos"`` (default): the smallest and largest Ritz values of
     :func:`lanczos_eigenvalues` with ``num_iterations`` steps. ``method="power"``: a power
-    iteration finds the eigenvalue of largest magnitude ``lambda_1``, then a second one shifted by
+    iteration (:func:`gradtx.power_iteration`, ``num_iterations`` steps) finds the eigenvalue of
+    largest magnitude ``lambda_1``, then a second one shifted by
     ``lambda_1`` finds the opposite end of the spectrum; each uses ``num_iterations`` products.
     Both see only the Krylov space of ``initial_vector``: a start that is an exact eigenvector
     (or lies in any invariant subspace) gives the extremes of that subspace's spectrum, e.g.
@@ -345,8 +304,10 @@ def extreme_eigenvalues(
     if method == "lanczos":
         ritz_values = lanczos_eigenvalues(matvec, initial_vector, num_iterations)
         return jnp.nanmin(ritz_values), jnp.nanmax(ritz_values)
-    first, _ = power_iteration(matvec, initial_vector, num_iterations)
-    second, _ = power_iteration(matvec, initial_vector, num_iterations, shift=first)
+    first, _ = power_iteration(matvec, v0=initial_vector, num_iters=num_iterations, error_tolerance=0.0)
+    second, _ = power_iteration(
+        matvec, v0=initial_vector, num_iters=num_iterations, error_tolerance=0.0, shift=first
+    )
     return jnp.minimum(first, second), jnp.maximum(first, second)
 
 

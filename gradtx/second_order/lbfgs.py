@@ -1,4 +1,9 @@
-"""Limited-memory BFGS with a strong Wolfe line search."""
+"""Limited-memory BFGS: Optax's ``scale_by_lbfgs`` and ``lbfgs``, and gradtx's ``lbfgs_solver``.
+
+``scale_by_lbfgs`` is the preconditioner alone; ``lbfgs`` chains it with a line search exactly as
+Optax does. ``lbfgs_solver`` is a self-contained L-BFGS with its own strong Wolfe search, memory
+restarts and scipy-style stopping tests (``gtol``, ``ftol``, ``status``), for ``gradtx.minimize``.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,10 @@ import jax
 import jax.numpy as jnp
 
 from gradtx import validation
-from gradtx.base import GradientTransformation
+from gradtx.base import GradientTransformation, ScalarOrSchedule, identity
+from gradtx.combinators import chain
+from gradtx.extra_args import GradientTransformationExtraArgs
+from gradtx.scaling import scale, scale_by_learning_rate
 from gradtx.second_order._common import (
     check_positive_int,
     refuse_schedules,
@@ -16,7 +24,7 @@ from gradtx.second_order._common import (
     require_value_fn,
     safe_divide,
     scalar_dtype,
-    tree_add_scaled,
+    tree_inner,
     tree_neg,
     tree_scale,
     tree_sub,
@@ -31,14 +39,243 @@ from gradtx.second_order.status import (
     unless_stopped,
     value_converged,
 )
+from gradtx.second_order.zoom_linesearch import scale_by_zoom_linesearch
+from gradtx.tree import add_scale, cast_like, norm, real
 from gradtx.tree_utils import check_trees_match, saturating_increment, tree_vdot, tree_zeros_like, zero_step_count
 from gradtx.validation import check_schedule_arguments, check_state_type
 
 PyTree = Any
 
 
+class ScaleByLBFGSState(NamedTuple):
+    """State of :func:`scale_by_lbfgs`.
+
+    Attributes:
+      count: updates so far (int32, saturating).
+      params: ``w_{k-1}``, the parameters at the last update (zeros before the first).
+      updates: ``u_{k-1}``, the incoming updates (gradients) at the last update.
+      diff_params_memory: ``dw_i = w_{i+1} - w_i`` for the last ``m`` updates, each leaf stacked
+        along a leading axis of size ``m`` (a circular buffer, slot ``i mod m``).
+      diff_updates_memory: ``du_i = u_{i+1} - u_i``, stored the same way.
+      weights_memory: ``rho_i = 1 / <du_i, dw_i>`` (0 for an empty slot or ``<du_i, dw_i> = 0``).
+
+    Matches ``optax.ScaleByLBFGSState``.
+    """
+
+    count: jax.Array
+    params: PyTree
+    updates: PyTree
+    diff_params_memory: PyTree
+    diff_updates_memory: PyTree
+    weights_memory: jax.Array
+
+
+def two_loop_recursion(
+    vector: PyTree,
+    diff_params_memory: PyTree,
+    diff_updates_memory: PyTree,
+    weights_memory: jax.Array,
+    next_slot: jax.Array,
+    identity_scale: jax.Array,
+) -> PyTree:
+    r"""``P v``, the L-BFGS inverse-Hessian approximation times ``v``, by the two-loop recursion.
+
+    With the pairs :math:`(\delta w_i, \delta u_i, \rho_i)` in slots ``next_slot - 1`` (newest) back to
+    ``next_slot`` (oldest) of the circular buffers (N&W Algorithm 7.4):
+
+    .. math::
+        q \leftarrow v;\ \text{newest to oldest: } \alpha_i = \rho_i \langle\delta w_i, q\rangle,\
+        q \leftarrow q - \alpha_i \delta u_i;\quad r \leftarrow \gamma q;\
+        \text{oldest to newest: } \beta_i = \rho_i \langle\delta u_i, r\rangle,\
+        r \leftarrow r + (\alpha_i - \beta_i)\,\delta w_i.
+
+    An empty slot has :math:`\rho_i = 0` and changes nothing. Inner products take real parts
+    (complex parameters).
+    """
+    memory_size = weights_memory.shape[0]
+    oldest_first = (next_slot + jnp.arange(memory_size)) % memory_size
+
+    def pair(i):
+        return jax.tree.map(lambda h: h[i], (diff_params_memory, diff_updates_memory))
+
+    def newest_to_oldest(q, i):
+        dw, du = pair(i)
+        alpha = weights_memory[i] * real(tree_inner(dw, q))
+        return cast_like(add_scale(q, -alpha, du), q), alpha
+
+    q, alphas = jax.lax.scan(newest_to_oldest, vector, oldest_first, reverse=True)
+    r = cast_like(jax.tree.map(lambda x: identity_scale * x, q), q)
+
+    def oldest_to_newest(r, i_alpha):
+        i, alpha = i_alpha
+        dw, du = pair(i)
+        beta = weights_memory[i] * real(tree_inner(du, r))
+        return cast_like(add_scale(r, alpha - beta, dw), r), None
+
+    r, _ = jax.lax.scan(oldest_to_newest, r, (oldest_first, alphas))
+    return r
+
+
+def scale_by_lbfgs(memory_size: int = 10, scale_init_precond: bool = True) -> GradientTransformation:
+    r"""Multiplies the updates by the L-BFGS approximation of the inverse Hessian.
+
+    At update :math:`k`, with parameters :math:`w_k` and incoming updates (gradients) :math:`u_k`,
+    the pair of the last step is stored, then the output is :math:`P_k u_k` (two-loop recursion,
+    :func:`two_loop_recursion`):
+
+    .. math::
+        \delta w_{k-1} = w_k - w_{k-1},\quad \delta u_{k-1} = u_k - u_{k-1},\quad
+        \rho_{k-1} = 1 / \langle \delta u_{k-1}, \delta w_{k-1} \rangle,
+
+        P_k = V_{k-1}^\top \cdots V_{k-m}^\top (\gamma_k I) V_{k-m} \cdots V_{k-1}
+              + \textstyle\sum \text{(the BFGS rank-one terms)},\quad
+        V_i = I - \rho_i \delta u_i \delta w_i^\top,
+
+        \gamma_k = \frac{\langle \delta w_{k-1}, \delta u_{k-1}\rangle}{\|\delta u_{k-1}\|^2}
+        \ \text{(N\&W eq. 7.20; 1 if } \texttt{scale\_init\_precond=False}\text{)},\qquad
+        \gamma_0 = \min(1, 1 / \|u_0\|).
+
+    The first output is thus the gradient scaled to norm at most 1. The pair is formed from the
+    parameters and updates seen by consecutive calls, so chain a line search *after* this block
+    (as :func:`lbfgs` does): it then enters the memory on the next call, once the step is taken.
+    A pair with :math:`\langle \delta u, \delta w\rangle = 0` gets :math:`\rho = 0` (ignored); a
+    pair with negative curvature is kept, as in Optax (the line search's curvature condition
+    keeps it positive along accepted steps).
+
+    Args:
+      memory_size: ``m``, the number of pairs kept (default 10).
+      scale_init_precond: use :math:`\gamma_k` above instead of 1 (default True).
+
+    State:
+      :class:`ScaleByLBFGSState` (``count``, ``params``, ``updates``, ``diff_params_memory``,
+      ``diff_updates_memory``, ``weights_memory``).
+
+    Matches ``optax.scale_by_lbfgs`` (the same outputs, tested in float64).
+
+    References:
+      Nocedal & Wright, "Numerical Optimization", 2nd ed., 2006, Algorithms 7.4 and 7.5.
+      Liu & Nocedal, "On the limited memory BFGS method for large scale optimization",
+      Math. Programming 1989.
+    """
+    check_positive_int(memory_size, "memory_size")
+
+    def init_fn(params: PyTree) -> ScaleByLBFGSState:
+        history = jax.tree.map(lambda x: jnp.zeros((memory_size,) + jnp.shape(x), jnp.result_type(x)), params)
+        return ScaleByLBFGSState(
+            count=jnp.zeros([], jnp.int32),
+            params=tree_zeros_like(params),
+            updates=tree_zeros_like(params),
+            diff_params_memory=history,
+            diff_updates_memory=history,
+            weights_memory=jnp.zeros(memory_size),
+        )
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del extra_args
+        params = require_params(params, "scale_by_lbfgs")
+        check_trees_match(updates, params, name="updates", reference_name="params")
+        first = state.count == 0
+        newest = (state.count - 1) % memory_size
+        diff_params = jax.tree.map(lambda a, b: a - b, params, state.params)
+        diff_updates = jax.tree.map(lambda a, b: a - b, updates, state.updates)
+        curvature = real(tree_inner(diff_updates, diff_params))
+        weight = jnp.where(curvature == 0.0, 0.0, 1.0 / curvature)
+        # No pair exists before the first step: store zeros (rho = 0 makes the slot inert).
+        diff_params, diff_updates, weight = jax.tree.map(
+            lambda x: jnp.where(first, jnp.zeros_like(x), x), (diff_params, diff_updates, weight)
+        )
+        diff_params_memory, diff_updates_memory, weights_memory = jax.tree.map(
+            lambda h, x: h.at[newest].set(x),
+            (state.diff_params_memory, state.diff_updates_memory, state.weights_memory),
+            (diff_params, diff_updates, weight),
+        )
+        if scale_init_precond:
+            squared_norm = norm(diff_updates, squared=True)
+            gamma = jnp.where(squared_norm > 0.0, real(tree_inner(diff_updates, diff_params)) / squared_norm, 1.0)
+            # The first step: the gradient capped to norm 1 (a trust region of radius 1).
+            capped = jnp.minimum(1.0, 1.0 / norm(jax.lax.stop_gradient(updates)))
+            gamma = jnp.where(first, capped, gamma)
+        else:
+            gamma = 1.0
+        direction = two_loop_recursion(
+            updates, diff_params_memory, diff_updates_memory, weights_memory, state.count % memory_size, gamma
+        )
+        return direction, ScaleByLBFGSState(
+            count=saturating_increment(state.count),
+            params=params,
+            updates=updates,
+            diff_params_memory=diff_params_memory,
+            diff_updates_memory=diff_updates_memory,
+            weights_memory=weights_memory,
+        )
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+# Optax's default: the zoom line search from a first trial of 1 (the quasi-Newton step), 20 evaluations.
+_DEFAULT_LINESEARCH = scale_by_zoom_linesearch(max_linesearch_steps=20, initial_guess_strategy="one")
+
+
+def lbfgs(
+    learning_rate: ScalarOrSchedule | None = None,
+    memory_size: int = 10,
+    scale_init_precond: bool = True,
+    linesearch: GradientTransformation | None = _DEFAULT_LINESEARCH,
+) -> GradientTransformationExtraArgs:
+    r"""L-BFGS: the limited-memory BFGS direction scaled by a line search (Optax's ``lbfgs``).
+
+    .. math::
+        d_k = -P_k g_k\ \text{(}\texttt{scale\_by\_lbfgs}\text{)},\qquad
+        w_{k+1} = w_k + \eta_k d_k,
+
+    with :math:`\eta_k` from ``linesearch`` (default: the zoom line search for the strong Wolfe
+    conditions, first trial 1, at most 20 evaluations), or :math:`\eta_k` = ``learning_rate``
+    (a number or schedule) times the line search's step when both are given. It is
+    ``chain(scale_by_lbfgs(memory_size, scale_init_precond), scale(-1) or
+    scale_by_learning_rate(learning_rate), linesearch)``; ``linesearch=None`` drops the search.
+
+    Use as in Optax, reusing the line search's value and gradient::
+
+        solver = gradtx.lbfgs()
+        value_and_grad = gradtx.value_and_grad_from_state(f)
+        state = solver.init(params)
+        for _ in range(n):
+            value, grad = value_and_grad(params, state=state)
+            updates, state = solver.update(grad, state, params, value=value, grad=grad, value_fn=f)
+            params = gradtx.apply_updates(params, updates)
+
+    (gradtx also accepts ``update(grad, state, params, value_fn=f)`` and evaluates the rest.)
+
+    Args:
+      learning_rate: optional fixed step or schedule (default None: the line search's step).
+      memory_size: ``m``, pairs kept (default 10).
+      scale_init_precond: scale the initial inverse Hessian by :math:`\gamma_k` (default True).
+      linesearch: a line-search transformation, e.g. :func:`scale_by_zoom_linesearch` or
+        :func:`scale_by_backtracking_linesearch`, or None.
+
+    State:
+      a tuple ``(ScaleByLBFGSState, <state of the scaling>, <state of the line search>)``.
+
+    Matches ``optax.lbfgs`` (the same iterates, tested over 100+ steps in float64). The former
+    gradtx L-BFGS, with its own strong Wolfe search, restarts and scipy-style stopping tests
+    (``gtol``, ``ftol``, ``status``), is :func:`lbfgs_solver`; :func:`gradtx.minimize` uses it.
+
+    References:
+      Liu & Nocedal, "On the limited memory BFGS method for large scale optimization",
+      Math. Programming 1989.
+      Nocedal & Wright, "Numerical Optimization", 2nd ed., 2006, Algorithms 7.4, 7.5, 3.5, 3.6.
+    """
+    scaling = scale(-1.0) if learning_rate is None else scale_by_learning_rate(learning_rate)
+    chained = chain(
+        scale_by_lbfgs(memory_size=memory_size, scale_init_precond=scale_init_precond),
+        scaling,
+        identity() if linesearch is None else linesearch,
+    )
+    return GradientTransformationExtraArgs(chained.init, chained.update)
+
+
 class LbfgsState(NamedTuple):
-    """State of :func:`lbfgs`.
+    """State of :func:`lbfgs_solver`.
 
     Attributes:
       step_count: number of updates that did work so far (int32, saturating): the iteration
@@ -78,43 +315,23 @@ def _set_slot(tree: PyTree, index: jax.Array, value: PyTree) -> PyTree:
 
 
 def lbfgs_direction(gradient: PyTree, state: LbfgsState) -> PyTree:
-    """``H_t g_t`` by the two-loop recursion over the stored pairs (N&W Algorithm 7.4).
+    """``H_t g_t`` by the two-loop recursion over the stored pairs of :func:`lbfgs_solver`.
 
-        q = g;  for i newest -> oldest:  a_i = rho_i s_i.q,  q -= a_i y_i
-        r = gamma q,  gamma = s.y / y.y of the newest pair (1 with no pairs)
-        for i oldest -> newest:  b = rho_i y_i.r,  r += (a_i - b) s_i
-
-    ``H_t`` is the BFGS inverse-Hessian approximation built from ``gamma I`` by the stored pairs;
-    the search direction is ``-r``.
+    ``H_t`` is the BFGS inverse-Hessian approximation built from ``gamma I`` by the stored pairs,
+    ``gamma = s.y / y.y`` of the newest pair (1 with no pairs); see :func:`two_loop_recursion`. The
+    search direction is ``-H_t g_t``.
     """
     memory = state.inverse_curvatures.shape[0]
-    rho = state.inverse_curvatures
-
-    def newest_first(j):
-        return (state.next_slot - 1 - j) % memory
-
-    def first_loop(j, carry):
-        q, alphas = carry
-        i = newest_first(j)
-        alpha = rho[i] * tree_vdot(_slot(state.position_changes, i), q)
-        return tree_add_scaled(q, -alpha, _slot(state.gradient_changes, i)), alphas.at[i].set(alpha)
-
-    q, alphas = jax.lax.fori_loop(0, memory, first_loop, (gradient, jnp.zeros_like(rho)))
-    newest = newest_first(0)
+    newest = (state.next_slot - 1) % memory
     s_new, y_new = _slot(state.position_changes, newest), _slot(state.gradient_changes, newest)
     gamma = jnp.where(state.num_pairs > 0, safe_divide(tree_vdot(s_new, y_new), tree_vdot(y_new, y_new)), 1)
-    r = tree_scale(gamma, q)
-
-    def second_loop(j, r):
-        i = newest_first(memory - 1 - j)
-        beta = rho[i] * tree_vdot(_slot(state.gradient_changes, i), r)
-        return tree_add_scaled(r, alphas[i] - beta, _slot(state.position_changes, i))
-
-    return jax.lax.fori_loop(0, memory, second_loop, r)
+    return two_loop_recursion(
+        gradient, state.position_changes, state.gradient_changes, state.inverse_curvatures, state.next_slot, gamma
+    )
 
 
 @check_schedule_arguments
-def lbfgs(
+def lbfgs_solver(
     memory_size: int = 10,
     c1: float = 1e-4,
     c2: float = 0.9,
@@ -123,7 +340,7 @@ def lbfgs(
     gtol: float = 0.0,
     ftol: float = 0.0,
 ) -> GradientTransformation:
-    """L-BFGS: a quasi-Newton direction from the last ``m`` steps, with a strong Wolfe line search.
+    """L-BFGS run as a solver: its own strong Wolfe line search, restarts and stopping tests.
 
         d_t = -H_t g_t                       (two-loop recursion, see lbfgs_direction)
         a_t from a strong Wolfe line search on value_fn along d_t (first trial 1, or
@@ -168,10 +385,10 @@ def lbfgs(
     State:
       :class:`LbfgsState`.
 
-    The iteration is N&W Algorithm 7.5. ``optax.lbfgs`` uses the same two-loop recursion and
-    scaling ``gamma``, with its own zoom line search, and expects ``value=`` and ``grad=`` in
-    ``update`` as well; the optimum reached is the same (tested against
-    ``scipy.optimize.minimize``).
+    The iteration is N&W Algorithm 7.5. It was ``gradtx.lbfgs`` before that name became Optax's
+    :func:`lbfgs`, which uses the same two-loop recursion with the pair of the last step and a
+    zoom line search, without stopping tests; the optimum reached is the same (tested against
+    ``scipy.optimize.minimize``). No Optax equivalent.
 
     References:
       Nocedal, "Updating quasi-Newton matrices with limited storage", Math. Comp. 1980.
@@ -180,7 +397,7 @@ def lbfgs(
       Byrd, Lu, Nocedal & Zhu, "A limited memory algorithm for bound constrained optimization",
       SIAM J. Sci. Comput. 1995 (L-BFGS-B's stopping tests).
     """
-    refuse_schedules("lbfgs", memory_size=memory_size, c1=c1, c2=c2, max_line_search_steps=max_line_search_steps)
+    refuse_schedules("lbfgs_solver", memory_size=memory_size, c1=c1, c2=c2, max_line_search_steps=max_line_search_steps)
     check_positive_int(memory_size, "memory_size")
     validation.check_positive(c1, "c1")
     validation.check_greater_than(c2, c1, "c2")
@@ -206,8 +423,8 @@ def lbfgs(
 
     def update_fn(updates, state, params=None, *, value_fn=None, value=None, grad=None, **extra_args):
         del extra_args
-        value_fn = require_value_fn(value_fn, "lbfgs")
-        params = require_params(params, "lbfgs")
+        value_fn = require_value_fn(value_fn, "lbfgs_solver")
+        params = require_params(params, "lbfgs_solver")
         gradient = updates if grad is None else grad
         check_trees_match(gradient, params, name="grad" if grad is not None else "updates", reference_name="params")
         check_state_type(state, LbfgsState, "lbfgs")

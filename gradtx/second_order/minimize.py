@@ -11,7 +11,7 @@ import jax.numpy as jnp
 
 from gradtx.base import apply_updates
 from gradtx.second_order.conjugate_gradient import conjugate_gradient
-from gradtx.second_order.lbfgs import lbfgs
+from gradtx.second_order.lbfgs import lbfgs_solver
 from gradtx.second_order.newton import newton
 from gradtx.second_order.status import SolverStatus, check_tolerances, gradient_converged
 
@@ -21,7 +21,7 @@ PyTree = Any
 # (gtol, ftol, max_iter per parameter or None for a fixed cap)).
 _LBFGSB_FTOL = 2.220446049250313e-09
 _METHODS: dict[str, tuple[Callable, bool, float, float]] = {
-    "lbfgs": (lbfgs, True, 1e-5, _LBFGSB_FTOL),
+    "lbfgs": (lbfgs_solver, True, 1e-5, _LBFGSB_FTOL),
     # scipy's CG searches with c2 = 0.4 (N&W suggest 0.1; 0.4 needs fewer evaluations here).
     "cg": (functools.partial(conjugate_gradient, c2=0.4), True, 1e-5, 0.0),
     "newton": (newton, False, 1e-5, 0.0),
@@ -78,7 +78,7 @@ def minimize(
 
     Methods, with scipy's defaults:
 
-    * ``"lbfgs"`` (default): :func:`lbfgs`, ``gtol=1e-5``, ``ftol=2.2e-9``, ``max_iter=15000``
+    * ``"lbfgs"`` (default): :func:`lbfgs_solver`, ``gtol=1e-5``, ``ftol=2.2e-9``, ``max_iter=15000``
       (``scipy.optimize.minimize(method="L-BFGS-B")``; ``tol`` sets both tolerances).
     * ``"cg"``: :func:`conjugate_gradient` (Polak-Ribiere+) with scipy's ``c2=0.4``,
       ``gtol=1e-5``, ``max_iter=200 n`` (``method="CG"``; ``tol`` sets ``gtol``).

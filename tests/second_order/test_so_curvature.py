@@ -134,8 +134,8 @@ def test_eigenvalue_estimators_find_the_extremes_within_one_percent():
     def estimates(params, start):
         hvp = hessian_operator(loss, params)
         lanczos = extreme_eigenvalues(hvp, start, num_iterations=30)
-        top, _ = power_iteration(hvp, start, num_iterations=200)
-        bottom, _ = power_iteration(hvp, start, num_iterations=200, shift=top)
+        top, _ = power_iteration(hvp, v0=start, num_iters=200, error_tolerance=0.0)
+        bottom, _ = power_iteration(hvp, v0=start, num_iters=200, error_tolerance=0.0, shift=top)
         return lanczos, (bottom, top), lanczos_eigenvalues(hvp, start, num_iterations=30)
 
     (l_min, l_max), (p_min, p_max), ritz = estimates(params, start)
@@ -224,10 +224,10 @@ def test_power_iteration_keeps_an_invariant_subspace_finite():
     def cases(e1, generic):
         tree_start = {"a": generic[:3], "b": generic[3]}
         return {
-            "zero": (power_iteration(lambda v: 0.0 * v, generic, 10), generic),
-            "linear_loss": (power_iteration(linear_hessian, tree_start, 10), tree_start),
-            "eigenvector": (power_iteration(lambda v: diagonal @ v, e1, 10), e1),
-            "eigenvector_shifted": (power_iteration(lambda v: diagonal @ v, e1, 10, shift=3.0), e1),
+            "zero": (power_iteration(lambda v: 0.0 * v, v0=generic, num_iters=10), generic),
+            "linear_loss": (power_iteration(linear_hessian, v0=tree_start, num_iters=10), tree_start),
+            "eigenvector": (power_iteration(lambda v: diagonal @ v, v0=e1, num_iters=10), e1),
+            "eigenvector_shifted": (power_iteration(lambda v: diagonal @ v, v0=e1, num_iters=10, shift=3.0), e1),
             "extremes": {
                 (name, method): extreme_eigenvalues(matvec, start, 30, method=method)
                 for method in ("lanczos", "power")
@@ -238,7 +238,7 @@ def test_power_iteration_keeps_an_invariant_subspace_finite():
                     ("repeated", lambda v: repeated @ v, generic),
                 ]
             },
-            "repeated": power_iteration(lambda v: repeated @ v, generic, 200),
+            "repeated": power_iteration(lambda v: repeated @ v, v0=generic, num_iters=200, error_tolerance=0.0),
         }
 
     out = cases(e1, generic)

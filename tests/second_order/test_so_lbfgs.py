@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from gradtx.base import apply_updates
-from gradtx.second_order import lbfgs, lbfgs_direction
+from gradtx.second_order import lbfgs_direction, lbfgs_solver
 
 F64 = jnp.float64
 
@@ -37,10 +37,10 @@ def runs(logistic_problem):
     @jax.jit
     def run(logistic_start, rosenbrock_start):
         (_, logistic_state), errors = trajectory(
-            lbfgs(), problem.loss, logistic_start, 30, lambda params, state: problem.error(params)
+            lbfgs_solver(), problem.loss, logistic_start, 30, lambda params, state: problem.error(params)
         )
         _, rosenbrock = trajectory(
-            lbfgs(memory_size=_MEMORY),
+            lbfgs_solver(memory_size=_MEMORY),
             _rosenbrock,
             rosenbrock_start,
             80,
@@ -89,10 +89,10 @@ def test_lbfgs_solves_rosenbrock_with_the_bfgs_direction(runs):
 
 def test_lbfgs_needs_value_fn_and_validates():
     params = jnp.ones(2, F64)
-    tx = lbfgs()
+    tx = lbfgs_solver()
     with pytest.raises(TypeError, match="value_fn"):
         tx.update(params, None, params)  # checked before the state is read
     with pytest.raises(ValueError, match="memory_size"):
-        lbfgs(memory_size=0)
+        lbfgs_solver(memory_size=0)
     with pytest.raises(ValueError, match="c2"):
-        lbfgs(c2=1.0)
+        lbfgs_solver(c2=1.0)

@@ -10,7 +10,7 @@ import scipy.optimize
 
 import gradtx
 from gradtx.base import apply_updates
-from gradtx.second_order import SolverStatus, conjugate_gradient, lbfgs, minimize, newton
+from gradtx.second_order import SolverStatus, conjugate_gradient, lbfgs_solver, minimize, newton
 
 F64 = jnp.float64
 
@@ -141,7 +141,7 @@ def test_stopped_methods_evaluate_nothing(name):
     """300 updates in a scan where about 20 are needed: the objective is evaluated (counted by a
     host callback, so only evaluations that really run count) only until the status leaves
     RUNNING; after that the step count, memory and parameters stay put."""
-    builders = {"lbfgs": lbfgs, "conjugate_gradient": conjugate_gradient, "newton": newton}
+    builders = {"lbfgs": lbfgs_solver, "conjugate_gradient": conjugate_gradient, "newton": newton}
     tx = builders[name](gtol=1e-9)
     calls = []
 
@@ -179,7 +179,7 @@ def test_line_search_failure_and_non_finite_status():
     LINE_SEARCH_FAILED or VALUE_TOLERANCE instead of searching forever; a NaN objective gives
     NOT_FINITE at once, with a zero update."""
     loss32 = lambda x: _quadratic(x.astype(F64)).astype(jnp.float32)  # noqa: E731
-    tx = lbfgs()
+    tx = lbfgs_solver()
 
     @jax.jit
     def run(x):

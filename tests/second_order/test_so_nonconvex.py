@@ -12,7 +12,7 @@ from gradtx.second_order import (
     conjugate_gradient,
     esgd,
     hessian_free,
-    lbfgs,
+    lbfgs_solver,
     newton,
     scaled_conjugate_gradient,
 )
@@ -55,7 +55,7 @@ METHODS = {
     "conjugate_gradient": conjugate_gradient,
     "scaled_conjugate_gradient": scaled_conjugate_gradient,
     "hessian_free": lambda: hessian_free(curvature="hessian"),
-    "lbfgs": lbfgs,
+    "lbfgs": lbfgs_solver,
     "esgd": lambda: esgd(0.05, update_interval=1),
 }
 _STEPS = 150
