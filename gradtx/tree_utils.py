@@ -60,13 +60,13 @@ def real_dtype(dtype: Any) -> Any:
 
 
 def tree_real_zeros_like(tree: PyTree, dtype: Any = None) -> PyTree:
-    """Zeros with each leaf's shape and real dtype: storage for ``|g|^2`` statistics of complex leaves."""
-    return jax.tree.map(lambda x: jnp.zeros(jnp.shape(x), dtype or real_dtype(jnp.result_type(x))), tree)
+    """Zeros with each leaf's shape, sharding and real dtype: storage for ``|g|^2`` statistics of complex leaves."""
+    return jax.tree.map(lambda x: jnp.zeros_like(x, dtype=dtype or real_dtype(jnp.result_type(x))), tree)
 
 
 def tree_real_full_like(tree: PyTree, value: float, dtype: Any = None) -> PyTree:
     """``value`` broadcast to each leaf's shape, in the leaf's real dtype unless ``dtype`` is given."""
-    return jax.tree.map(lambda x: jnp.full(jnp.shape(x), value, dtype or real_dtype(jnp.result_type(x))), tree)
+    return jax.tree.map(lambda x: jnp.full_like(x, value, dtype=dtype or real_dtype(jnp.result_type(x))), tree)
 
 
 def tree_full_like(tree: PyTree, fill_value: Any, dtype: Any = None) -> PyTree:
