@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradtx.adam import adam, adamw
-from gradtx.base import GradientTransformation, OptState, Params, PyTree, ScalarOrSchedule
+from gradtx.base import GradientTransformation, OptState, Params, ScalarOrSchedule
 from gradtx.combinators import MaskOrFn, _call_update, _resolve_mask
 from gradtx.momentum import sgd
 from gradtx.quantization_maps import (
@@ -329,7 +329,9 @@ def quantized_state(
         _check_int(block_size, "block_size", 1)
     _check_int(min_size, "min_size", 1)
     if not isinstance(stochastic_rounding, (bool, np.bool_)):
-        raise TypeError(f"quantized_state: stochastic_rounding must be a bool, got {type(stochastic_rounding).__name__}.")
+        raise TypeError(
+            f"quantized_state: stochastic_rounding must be a bool, got {type(stochastic_rounding).__name__}."
+        )
     if key is not None and not stochastic_rounding:
         raise ValueError("quantized_state: key is only used with stochastic_rounding=True.")
 
@@ -359,7 +361,7 @@ def quantized_state(
                 f"got {type(state).__name__}."
             )
         new_updates, new_inner = _call_update(inner, updates, dequantize_state(state.inner_state), params, extra_args)
-        old_leaves, treedef = jax.tree.flatten(state.inner_state, is_leaf=_is_quantized)
+        old_with_paths, treedef = jax.tree_util.tree_flatten_with_path(state.inner_state, is_leaf=_is_quantized)
         try:
             new_leaves = treedef.flatten_up_to(new_inner)
         except (ValueError, TypeError) as error:
@@ -368,13 +370,15 @@ def quantized_state(
         if stochastic_rounding:
             rounding_key, step_key = jax.random.split(state.key)
         stored = []
-        for index, (old, new) in enumerate(zip(old_leaves, new_leaves)):
+        for index, ((path, old), new) in enumerate(zip(old_with_paths, new_leaves)):
             if not _is_quantized(old):
                 stored.append(new)
                 continue
             if tuple(np.shape(new)) != old.shape:
-                where = path_to_str(jax.tree_util.tree_flatten_with_path(state.inner_state, is_leaf=_is_quantized)[0][index][0])
-                raise ValueError(f"quantized_state: inner state leaf {where} changed shape from {old.shape} to {np.shape(new)}.")
+                raise ValueError(
+                    f"quantized_state: inner state leaf {path_to_str(path)} changed shape from {old.shape} to "
+                    f"{np.shape(new)}."
+                )
             leaf_key = None if step_key is None else jax.random.fold_in(step_key, index)
             stored.append(_quantize(new, old, leaf_key))
         return new_updates, QuantizedState(jax.tree.unflatten(treedef, stored), rounding_key)

@@ -69,7 +69,7 @@ def _linspace_float32(start: float, stop: float, num: int) -> np.ndarray:
     return np.where(np.arange(num) < num // 2, lower, upper).astype(_F32)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _dynamic_map(signed: bool, bits: int) -> np.ndarray:
     values = []
     exponent_bits = bits - 1
@@ -116,7 +116,7 @@ def dynamic_map(signed: bool = True, bits: int = 8) -> np.ndarray:
     return _dynamic_map(bool(signed), bits)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _linear_map(bits: int) -> np.ndarray:
     table = ((np.arange(2**bits, dtype=np.float64) + 1) / 2**bits).astype(_F32)
     table.setflags(write=False)
@@ -153,7 +153,8 @@ def _rounding_tables(qmap_bytes: bytes) -> tuple[np.ndarray, np.ndarray]:
     qmap = np.frombuffer(qmap_bytes, _F32).astype(np.float64)
     midpoints = (qmap[:-1] + qmap[1:]) / 2
     thresholds = midpoints.astype(_F32)
-    thresholds = np.where(thresholds.astype(np.float64) > midpoints, np.nextafter(thresholds, _F32(-np.inf)), thresholds)
+    rounded_up = thresholds.astype(np.float64) > midpoints
+    thresholds = np.where(rounded_up, np.nextafter(thresholds, _F32(-np.inf)), thresholds)
     high = np.arange(2**16, dtype=np.uint32) << 16
     negative = (high >> 31).astype(bool)
     # The smallest and largest value of each bucket (the order of the low bits flips for negatives).
@@ -297,7 +298,10 @@ def pack_4bit(codes: jax.Array) -> jax.Array:
 
 
 def unpack_4bit(packed: jax.Array, size: int) -> jax.Array:
-    """Inverse of ``pack_4bit``: the first ``size`` codes, ``code_{2k} = byte_k mod 16``, ``code_{2k+1} = byte_k / 16``."""
+    """Inverse of ``pack_4bit``: the first ``size`` codes.
+
+    ``code_{2k} = byte_k mod 16``, ``code_{2k+1} = byte_k // 16``.
+    """
     low = packed & jnp.uint8(15)
     high = jax.lax.shift_right_logical(packed, jnp.uint8(4))
     return jnp.stack([low, high], axis=1).reshape(-1)[:size]
