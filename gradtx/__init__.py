@@ -93,6 +93,18 @@ from gradtx.fused import (
 )
 from gradtx.hyperparams import InjectHyperparamsState, get_hyperparams, inject_hyperparams, set_hyperparams
 from gradtx.lookahead import LookaheadParams, LookaheadState, lookahead
+from gradtx.lowbit import (
+    QuantizedArray,
+    QuantizedState,
+    adam_4bit,
+    adam_8bit,
+    adamw_4bit,
+    adamw_8bit,
+    dequantize_state,
+    lion_8bit,
+    quantized_state,
+    sgd_8bit,
+)
 from gradtx.microbatching import microbatch
 from gradtx.momentum import (
     EmaState,
@@ -115,6 +127,7 @@ from gradtx.numerics import (
     tree_all_finite,
     zero_nans,
 )
+from gradtx.quantization_maps import dynamic_map, linear_map
 from gradtx.regularization import (
     AddDecayedWeightsState,
     adaptive_grad_clip,

@@ -24,13 +24,18 @@ from gradtx.base import GradientTransformation, OptState, Params, ScalarOrSchedu
 from gradtx.combinators import MaskOrFn, _call_update, _resolve_mask
 from gradtx.momentum import sgd
 from gradtx.quantization_maps import (
-    dequantize_blockwise,
-    dequantize_rank1,
+    MapTables,
+    blockwise_denormalize,
+    blockwise_normalize,
+    decode,
     dynamic_map,
+    encode,
     linear_map,
+    map_tables,
     pack_4bit,
-    quantize_blockwise,
-    quantize_rank1,
+    rank1_normalize,
+    rank1_scale,
+    select_map,
     unpack_4bit,
 )
 from gradtx.sign import lion
@@ -42,63 +47,78 @@ _STATIC = {"static": True}
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class QuantizedArray:
-    """One state leaf in low-bit storage: codes and scales (arrays) and how to read them (static).
+    """One state leaf in low-bit storage: codes, map choice and scales (arrays); its layout (static).
 
     ``codes``: uint8, one code per entry (``bits=8``, shape ``[n]``) or two per byte (``bits=4``,
-    shape ``[ceil(n / 2)]``), in the row-major order of the original array of ``n`` entries.
-    ``scales``: float32 block absolute maxima, shape ``[ceil(n / block_size)]``
-    (``normalization="block"``), or a tuple of the ``rank`` per-axis maxima
-    (``normalization="rank1"``). The static fields ``shape``, ``dtype`` (the original leaf's, a
-    name), ``bits``, ``signed`` (the map: signed or non-negative), ``normalization`` and
-    ``block_size`` are part of the tree structure, not arrays. ``dequantize()`` returns the array.
+    shape ``[ceil(n / 2)]``, the earlier entry in the low half), in the row-major order of the
+    original array of ``n`` entries. ``signed``: a bool scalar, whether the signed map was used
+    (else the leaf was ``>= 0`` everywhere and the non-negative map was). ``scales``: float32
+    absolute maxima of the blocks of ``block_size`` entries, shape ``[ceil(n / block_size)]``.
+    ``axis_maxima``: for 4-bit leaves of rank ``r >= 2``, the ``r`` per-axis maxima of rank-1
+    normalization (used when ``signed`` is False); else ``()``. The static fields ``shape``,
+    ``dtype`` (the original leaf's, by name), ``bits`` and ``block_size`` are part of the tree
+    structure. ``dequantize()`` returns the array.
     """
 
     codes: jax.Array
-    scales: Any
+    signed: jax.Array
+    scales: jax.Array
+    axis_maxima: tuple
     shape: tuple = dataclasses.field(metadata=_STATIC)
     dtype: str = dataclasses.field(metadata=_STATIC)
     bits: int = dataclasses.field(metadata=_STATIC)
-    signed: bool = dataclasses.field(metadata=_STATIC)
-    normalization: str = dataclasses.field(metadata=_STATIC)
     block_size: int = dataclasses.field(metadata=_STATIC)
 
     @property
     def size(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64))
 
-    def qmap(self) -> np.ndarray:
-        """The quantization map of this leaf (see ``quantization_maps``)."""
-        return _qmap(self.bits, self.signed)
+    @property
+    def rank1(self) -> bool:
+        """Whether non-negative values use rank-1 normalization (4 bits, rank >= 2)."""
+        return self.bits == 4 and len(self.shape) >= 2
 
     def dequantize(self) -> jax.Array:
         """The stored array, ``q[code] * scale``, with its original shape and dtype."""
-        codes = unpack_4bit(self.codes, self.size) if self.bits == 4 else self.codes
-        if self.normalization == "rank1":
-            return dequantize_rank1(codes, self.scales, self.qmap(), self.shape, self.dtype)
-        return dequantize_blockwise(codes, self.scales, self.qmap(), self.block_size, self.shape, self.dtype)
+        return _dequantize(self)
 
 
-def _qmap(bits: int, signed: bool) -> np.ndarray:
-    if bits == 4 and not signed:
-        return linear_map(4)
-    return dynamic_map(signed, bits)
+@jax.jit
+def _dequantize(stored: QuantizedArray) -> jax.Array:
+    codes = unpack_4bit(stored.codes, stored.size) if stored.bits == 4 else stored.codes
+    values = decode(codes, _tables(stored.bits, stored.signed))
+    restored = blockwise_denormalize(values, stored.scales, stored.block_size).reshape(stored.shape)
+    if stored.rank1:
+        rank1_values = values.reshape(stored.shape) * rank1_scale(stored.axis_maxima)
+        restored = jnp.where(stored.signed, restored, rank1_values)
+    return restored.astype(stored.dtype)
+
+
+def _tables(bits: int, signed: jax.Array) -> MapTables:
+    """The map of a leaf: signed dynamic; non-negative: unsigned dynamic (8 bits) or linear without zero (4 bits)."""
+    non_negative = map_tables(dynamic_map(False, 8) if bits == 8 else linear_map(4))
+    return select_map(signed, map_tables(dynamic_map(True, bits)), non_negative)
 
 
 @jax.jit
 def _quantize(value: jax.Array, like: QuantizedArray, key: jax.Array | None) -> QuantizedArray:
-    """``value`` stored the way ``like`` is (same map, normalization and layout).
+    """``value`` stored with ``like``'s layout; the map is chosen from the values (see ``quantized_state``).
 
     Jitted: an eager ``init`` then compiles one small program per leaf shape instead of
     dispatching a dozen operations per leaf; inside a jitted step it is inlined.
     """
-    qmap = like.qmap()
-    if like.normalization == "rank1":
-        codes, scales = quantize_rank1(jnp.reshape(value, like.shape), qmap, key)
-    else:
-        codes, scales = quantize_blockwise(value, qmap, like.block_size, key)
+    x = jnp.reshape(value, like.shape).astype(jnp.float32)
+    # NaN compares False: a leaf holding NaN is treated as signed.
+    signed = jnp.logical_not(jnp.all(x >= 0))
+    normalized, scales = blockwise_normalize(x, like.block_size)
+    axis_maxima = ()
+    if like.rank1:
+        rank1_normalized, axis_maxima = rank1_normalize(x)
+        normalized = jnp.where(signed, normalized, rank1_normalized.reshape(-1))
+    codes = encode(normalized, _tables(like.bits, signed), key)
     if like.bits == 4:
         codes = pack_4bit(codes)
-    return dataclasses.replace(like, codes=codes, scales=scales)
+    return dataclasses.replace(like, codes=codes, signed=signed, scales=scales, axis_maxima=axis_maxima)
 
 
 def _is_quantized(node: Any) -> bool:
@@ -126,56 +146,6 @@ class QuantizedState(NamedTuple):
     key: jax.Array | None
 
 
-# ---------------------------------------------------------------------------------------------
-# Which state leaves to quantize, and with which map.
-
-
-class _Plan(NamedTuple):
-    bits: int
-    signed: bool
-    normalization: str
-    block_size: int
-
-
-def _standin(leaf: Any, seed: int) -> np.ndarray:
-    """A concrete array with ``leaf``'s shape and dtype, filled with fixed N(0, 1) numbers."""
-    rng = np.random.default_rng(seed)
-    return rng.standard_normal(np.shape(leaf)).astype(jnp.result_type(leaf))
-
-
-def _probe(inner: Any, params: Params, state: OptState) -> tuple[list | None, list | None, list | None]:
-    """Runs ``inner`` on stand-in parameters: each state leaf's values after ``init`` and one update.
-
-    Stand-ins (fixed random numbers of the parameters' shapes and dtypes) make the probe
-    independent of the real parameters, so that ``init`` under ``jit``, ``vmap`` or
-    ``jax.eval_shape`` decides the same. Returns ``(standin_leaves, initial, updated)``, lists of
-    NumPy arrays in the order of ``jax.tree.leaves(state)``; an entry is ``None`` where the values
-    are not concrete (they depend on a traced hyperparameter) and everything is ``None`` if
-    ``inner`` cannot run on the stand-ins.
-    """
-    try:
-        with jax.ensure_compile_time_eval():
-            standins = jax.tree.map(lambda leaf: jnp.asarray(_standin(leaf, 0)), params)
-            grads = jax.tree.map(lambda leaf: jnp.asarray(_standin(leaf, 1)), params)
-            initial = inner.init(standins)
-            _, updated = inner.update(grads, initial, standins)
-    except Exception:  # noqa: BLE001 - any failure only means "no information": use the signed map
-        return None, None, None
-    if jax.tree.structure(initial) != jax.tree.structure(state) or jax.tree.structure(updated) != jax.tree.structure(
-        state
-    ):
-        return None, None, None
-
-    def concrete(leaf):
-        return None if isinstance(leaf, jax.core.Tracer) else np.asarray(leaf)
-
-    return (
-        [concrete(x) for x in jax.tree.leaves(standins)],
-        [concrete(x) for x in jax.tree.leaves(initial)],
-        [concrete(x) for x in jax.tree.leaves(updated)],
-    )
-
-
 def _matching_param(state_path: tuple, shape: tuple, params_index: list) -> int | None:
     """The parameter a state leaf belongs to: the longest parameter path ending its path, same shape."""
     best, best_length = None, -1
@@ -191,47 +161,26 @@ def _matching_param(state_path: tuple, shape: tuple, params_index: list) -> int 
     return best
 
 
-def _plans(inner, params, state, *, bits, block_size, min_size, mask) -> list[_Plan | None]:
-    """One ``_Plan`` per leaf of ``state`` (in ``jax.tree.leaves`` order), ``None`` for leaves kept as they are."""
+def _selected(params: Params, state: OptState, *, min_size: int, mask: MaskOrFn | None) -> list[bool]:
+    """For each leaf of ``state`` (``jax.tree.leaves`` order): whether to quantize it.
+
+    Decided from structure, shapes and dtypes only, so ``init`` under ``jit``, ``vmap`` or
+    ``jax.eval_shape`` gives the same tree structure as eager ``init``.
+    """
     mask_tree = jax.tree.map(lambda _: True, params) if mask is None else _resolve_mask(mask, params)
-    # A mask may be a prefix of the parameters: broadcast it to one boolean per parameter leaf.
+    # A mask may be a prefix of the parameters: one boolean per parameter leaf.
     mask_leaves = jax.tree.leaves(jax.tree.map(lambda m, sub: jax.tree.map(lambda _: bool(m), sub), mask_tree, params))
     param_leaves = jax.tree.leaves_with_path(params)
     params_index = [(path, tuple(np.shape(leaf)), keep) for (path, leaf), keep in zip(param_leaves, mask_leaves)]
-    state_leaves = jax.tree.leaves_with_path(state)
-
-    matches = []
-    for path, leaf in state_leaves:
-        dtype = jnp.result_type(leaf)
+    selected = []
+    for path, leaf in jax.tree.leaves_with_path(state):
         shape = tuple(np.shape(leaf))
-        eligible = jnp.issubdtype(dtype, jnp.floating) and len(shape) >= 1 and int(np.prod(shape)) >= min_size
+        eligible = (
+            jnp.issubdtype(jnp.result_type(leaf), jnp.floating) and len(shape) >= 1 and int(np.prod(shape)) >= min_size
+        )
         match = _matching_param(path, shape, params_index) if eligible else None
-        matches.append(match if match is not None and params_index[match][2] else None)
-    if all(m is None for m in matches):
-        return [None] * len(state_leaves)
-
-    standins, initial, updated = _probe(inner, params, state)
-    plans: list[_Plan | None] = []
-    for index, match in enumerate(matches):
-        if match is None:
-            plans.append(None)
-            continue
-        first = None if initial is None else initial[index]
-        second = None if updated is None else updated[index]
-        standin = None if standins is None else standins[match]
-        if first is not None and standin is not None and np.array_equal(first, standin):
-            plans.append(None)  # initialised from the parameters: a copy of the weights, kept exact
-            continue
-        non_negative = first is not None and second is not None and bool(np.all(first >= 0) and np.all(second >= 0))
-        ndim = len(np.shape(state_leaves[index][1]))
-        if bits == 8:
-            plan = _Plan(8, not non_negative, "block", block_size or 2048)
-        elif non_negative and ndim >= 2:
-            plan = _Plan(4, False, "rank1", block_size or 128)
-        else:
-            plan = _Plan(4, not non_negative, "block", block_size or 128)
-        plans.append(plan)
-    return plans
+        selected.append(match is not None and params_index[match][2])
+    return selected
 
 
 def _check_int(value: Any, name: str, minimum: int) -> None:
@@ -275,25 +224,30 @@ def quantized_state(
     at random with the probabilities that make it unbiased.
 
     Which leaves: a leaf of ``inner``'s state is quantized if it is floating point, has at least
-    ``min_size`` entries, belongs to a parameter (its tree path ends with the parameter's path
-    and it has the parameter's shape: Adam's ``mu`` and ``nu``, a momentum ``trace``) whose
-    ``mask`` entry is True, and is not initialised as a copy of the parameter (lookahead's slow
-    weights, a parameter EMA stay exact). Step counts, scalars, small leaves (biases, norms) and
-    leaves of other shapes (preconditioner matrices) stay as they are.
+    ``min_size`` entries and belongs to a parameter whose ``mask`` entry is True: its tree path
+    ends with the parameter's path and it has the parameter's shape (Adam's ``mu`` and ``nu``, a
+    momentum ``trace``, AdaGrad's sum of squares). Step counts, scalars, small leaves (biases,
+    norms) and leaves of other shapes (preconditioner matrices) stay as they are. The choice
+    depends on structure, shapes and dtypes only, so ``init`` under ``jit``, ``vmap`` or
+    ``jax.eval_shape`` builds the same tree (a checkpoint's ``like``). A state that holds a copy
+    of the weights (an average of the parameters) would be quantized too: wrap only the
+    transformations whose state should be low-bit, e.g.
+    ``chain(quantized_state(scale_by_adam()), other)``.
 
-    Signed or non-negative: decided per leaf when ``init`` runs, by running ``inner`` once on
-    stand-in parameters and a gradient of fixed random numbers of both signs (not on the real
-    parameters, so the decision is the same under ``jit``, ``vmap`` and ``eval_shape``). A leaf
-    that is ``>= 0`` everywhere after ``init`` and after that update (Adam's ``nu``, AdaGrad's
-    and AdaDelta's accumulators, RMSProp's ``nu``) uses the non-negative map; every other leaf the
-    signed one, which is also the fallback when the probe cannot run (``inner`` needs extra
-    arguments, or a hyperparameter is a tracer, as in a ``vmap`` over hyperparameters). A
-    negative value later stored in a non-negative leaf is stored as its smallest value.
+    Signed or non-negative: decided for each leaf every time it is quantized, from its values:
+    a leaf that is ``>= 0`` everywhere (Adam's ``nu``, RMSProp's, AdaGrad's and AdaDelta's
+    accumulators, by construction) is stored with the non-negative scheme, any other (a first
+    moment, a momentum) with the signed one; the choice is kept in the leaf (``signed``), so
+    any transformation works without declaring which of its states are second moments. A
+    first moment that happens to be ``>= 0`` everywhere at some step is stored with the
+    non-negative scheme for that step, which represents it at least as finely (8 bits) or,
+    with 4 bits, rounds its entries near 0 up to at most ``s / 16``.
 
-    Storage (bytes per parameter, per quantized leaf): ``bits=8``: 1 + 4 / block_size (1.002 with
-    2048); ``bits=4`` block-wise: 0.5 + 4 / block_size (0.53 with 128); ``bits=4`` rank-1:
-    0.5 + 4 (n_1 + ... + n_r) / n (0.5 + 0.008 for a 1024 x 1024 matrix). Adam (two leaves):
-    about 2.0 and 1.04 bytes per parameter instead of 8.
+    Storage (bytes per parameter and quantized leaf): ``bits=8``: ``1 + 4 / block_size`` (1.002
+    with 2048); ``bits=4``: ``0.5 + 4 / block_size`` (0.53 with 128), plus, for leaves of rank
+    ``r >= 2``, the ``4 (n_1 + ... + n_r)`` bytes of the rank-1 maxima (both are kept, so that a
+    leaf can switch between the signed and the non-negative scheme); 1 byte per leaf for
+    ``signed``. Adam (two leaves): about 2.0 and 1.07 bytes per parameter instead of 8.
 
     Args:
       inner: any transformation (gradtx or Optax), e.g. ``gradtx.adamw(1e-3)``.
@@ -309,7 +263,7 @@ def quantized_state(
     State: ``QuantizedState(inner_state, key)``; ``inner_state`` has ``inner``'s structure with
     ``QuantizedArray`` nodes in place of the quantized leaves (``dequantize_state`` reads them).
     Checkpoints (``save_state``/``load_state``), ``apply_if_finite``, ``jit`` and ``vmap`` see
-    ordinary arrays: uint8 codes and float32 scales.
+    ordinary arrays: uint8 codes, a bool and float32 scales.
 
     No Optax counterpart (Optax stores moments in float32 or a ``mu_dtype``); the 8-bit scheme is
     bitsandbytes' ``optim.Adam8bit`` (its map and block size), the 4-bit one ``lpmm``'s
@@ -337,18 +291,16 @@ def quantized_state(
 
     def init_fn(params: Params) -> QuantizedState:
         state = inner.init(params)
-        plans = _plans(inner, params, state, bits=bits, block_size=block_size, min_size=min_size, mask=mask)
+        selected = _selected(params, state, min_size=min_size, mask=mask)
         leaves, treedef = jax.tree.flatten(state)
+        size = block_size or (2048 if bits == 8 else 128)
         stored = []
-        for leaf, plan in zip(leaves, plans):
-            if plan is None:
+        for leaf, quantize in zip(leaves, selected):
+            if not quantize:
                 stored.append(leaf)
                 continue
-            template = QuantizedArray(
-                None, None, tuple(np.shape(leaf)), jnp.result_type(leaf).name, plan.bits, plan.signed,
-                plan.normalization, plan.block_size,
-            )  # fmt: skip
-            stored.append(_quantize(leaf, template, None))
+            layout = QuantizedArray(None, None, None, (), tuple(np.shape(leaf)), jnp.result_type(leaf).name, bits, size)
+            stored.append(_quantize(leaf, layout, None))
         rounding_key = None
         if stochastic_rounding:
             rounding_key = jax.random.PRNGKey(0) if key is None else key

@@ -42,7 +42,7 @@ References:
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -140,18 +140,26 @@ def linear_map(bits: int = 4) -> np.ndarray:
     return _linear_map(bits)
 
 
-@functools.lru_cache(maxsize=16)
-def _rounding_tables(qmap_bytes: bytes) -> tuple[np.ndarray, np.ndarray]:
-    """Look-up tables for rounding a float32 to the nearest value of a map.
+class MapTables(NamedTuple):
+    """A quantization map and its rounding tables, as arrays (``map_tables`` builds them).
 
-    ``thresholds[j]`` is the exact midpoint ``(q_j + q_{j+1}) / 2`` rounded *down* to float32, so
-    that for every float32 ``x``, ``x > thresholds[j]`` iff ``x`` is above the exact midpoint; the
-    nearest index is the number of thresholds below ``x``. ``start[h]`` is that index for the
-    smallest float32 whose top 16 bits are ``h``; no bucket of 2^16 consecutive float32 numbers
-    holds two midpoints (checked), so one comparison completes the search.
+    ``values``: the map, float32 ``[L]``. ``start``: uint8 ``[2^16]``, the nearest index of the
+    smallest float32 whose top 16 bits are ``h``. ``thresholds``: float32 ``[L]``, the midpoints
+    ``(q_j + q_{j+1}) / 2`` rounded down to float32, then ``+inf``. Two maps of one length can be
+    chosen between inside ``jit`` with ``select_map``.
     """
-    qmap = np.frombuffer(qmap_bytes, _F32).astype(np.float64)
+
+    values: Any
+    start: Any
+    thresholds: Any
+
+
+@functools.lru_cache(maxsize=16)
+def _map_tables(qmap_bytes: bytes) -> MapTables:
+    qmap32 = np.frombuffer(qmap_bytes, _F32)
+    qmap = qmap32.astype(np.float64)
     midpoints = (qmap[:-1] + qmap[1:]) / 2
+    # Rounded down: for every float32 x, x > threshold iff x is above the exact midpoint.
     thresholds = midpoints.astype(_F32)
     rounded_up = thresholds.astype(np.float64) > midpoints
     thresholds = np.where(rounded_up, np.nextafter(thresholds, _F32(-np.inf)), thresholds)
@@ -165,37 +173,63 @@ def _rounding_tables(qmap_bytes: bytes) -> tuple[np.ndarray, np.ndarray]:
         stop = np.searchsorted(thresholds, largest, side="left")
     finite = np.isfinite(smallest) & np.isfinite(largest)
     if np.any(stop[finite] - start[finite] > 1):
-        raise ValueError("quantization map too dense for 16-bit bucket rounding")
-    start = np.where(finite, start, 0).astype(np.uint8 if qmap.size <= 256 else np.int32)
+        raise ValueError("quantization map too dense for rounding by 16-bit buckets")
+    start = np.where(finite, start, 0).astype(np.uint8)
     # One more threshold at +inf so that the comparison at the last index never moves up.
     thresholds = np.append(thresholds, _F32(np.inf)).astype(_F32)
-    return start, thresholds
+    return MapTables(qmap32.copy(), start, thresholds)
 
 
-def nearest_codes(x: jax.Array, qmap: np.ndarray) -> jax.Array:
+def map_tables(qmap: np.ndarray) -> MapTables:
+    """The rounding tables of a sorted float32 map of at most 256 values (cached).
+
+    Rounding to the nearest value is then a look-up of the float32 number's top 16 bits in
+    ``start`` and one comparison with ``thresholds``, exact for every float32 input: no bucket
+    of 2^16 consecutive float32 numbers holds two midpoints of these maps (checked when built).
+    """
+    qmap = np.asarray(qmap, _F32)
+    if qmap.ndim != 1 or not 2 <= qmap.size <= 256 or np.any(np.diff(qmap) <= 0):
+        raise ValueError("map_tables: the map must be 2 to 256 strictly increasing float32 values.")
+    return _map_tables(qmap.tobytes())
+
+
+def select_map(condition: jax.Array, if_true: MapTables, if_false: MapTables) -> MapTables:
+    """``if_true`` where the scalar ``condition`` holds, else ``if_false``: one map per array, chosen in ``jit``.
+
+    ``T = cond ? T_1 : T_0`` table by table (maps of one length).
+    """
+    return MapTables(*(jnp.where(condition, a, b) for a, b in zip(if_true, if_false)))
+
+
+def _as_tables(qmap: np.ndarray | MapTables) -> MapTables:
+    return qmap if isinstance(qmap, MapTables) else map_tables(qmap)
+
+
+def nearest_codes(x: jax.Array, qmap: np.ndarray | MapTables) -> jax.Array:
     """``argmin_j |x_i - q_j|`` for every float32 ``x_i`` (ties to the smaller value), as uint8.
 
-    Exact for every float32 input; NaN maps to code 0. ``qmap`` is a sorted float32 NumPy map of
-    at most 256 values (``dynamic_map``, ``linear_map``).
+    Exact for every float32 input; NaN maps to code 0. ``qmap``: a sorted float32 NumPy map of at
+    most 256 values (``dynamic_map``, ``linear_map``) or its ``MapTables``.
     """
-    start, thresholds = _rounding_tables(np.asarray(qmap, _F32).tobytes())
+    tables = _as_tables(qmap)
     x = jnp.asarray(x, jnp.float32)
     bucket = jax.lax.shift_right_logical(jax.lax.bitcast_convert_type(x, jnp.uint32), jnp.uint32(16))
-    index = jnp.take(start, bucket.astype(jnp.int32), mode="clip")
-    above = x > jnp.take(thresholds, index.astype(jnp.int32), mode="clip")
+    index = jnp.take(jnp.asarray(tables.start), bucket.astype(jnp.int32), mode="clip")
+    above = x > jnp.take(jnp.asarray(tables.thresholds), index.astype(jnp.int32), mode="clip")
     return (index + above.astype(index.dtype)).astype(jnp.uint8)
 
 
-def stochastic_codes(x: jax.Array, qmap: np.ndarray, key: jax.Array) -> jax.Array:
+def stochastic_codes(x: jax.Array, qmap: np.ndarray | MapTables, key: jax.Array) -> jax.Array:
     """Stochastic rounding to the map: ``q_j`` or ``q_{j+1}`` around ``x``, unbiased inside ``[q_0, q_last]``.
 
     With ``q_j <= x <= q_{j+1}``: ``P(code = j + 1) = (x - q_j) / (q_{j+1} - q_j)``, so
     ``E[q[code]] = x``; values outside the map's range go to its nearest end.
     Reference: Gupta et al., "Deep learning with limited numerical precision", ICML 2015.
     """
+    tables = _as_tables(qmap)
     x = jnp.asarray(x, jnp.float32)
-    table = jnp.asarray(qmap, jnp.float32)
-    nearest = nearest_codes(x, qmap).astype(jnp.int32)
+    table = jnp.asarray(tables.values, jnp.float32)
+    nearest = nearest_codes(x, tables).astype(jnp.int32)
     lower = jnp.clip(nearest - (jnp.take(table, nearest) > x).astype(jnp.int32), 0, table.shape[0] - 2)
     low, high = jnp.take(table, lower), jnp.take(table, lower + 1)
     probability = jnp.clip((x - low) / (high - low), 0.0, 1.0)
@@ -203,8 +237,17 @@ def stochastic_codes(x: jax.Array, qmap: np.ndarray, key: jax.Array) -> jax.Arra
     return (lower + up.astype(jnp.int32)).astype(jnp.uint8)
 
 
-def _codes(normalized: jax.Array, qmap: np.ndarray, key: jax.Array | None) -> jax.Array:
+def encode(normalized: jax.Array, qmap: np.ndarray | MapTables, key: jax.Array | None = None) -> jax.Array:
+    """Codes of values already normalized to ``[-1, 1]``: ``nearest_codes``, or ``stochastic_codes`` with a key.
+
+    ``code = round_q(n)``; Dettmers et al. 2022 (nearest), Gupta et al. 2015 (stochastic).
+    """
     return nearest_codes(normalized, qmap) if key is None else stochastic_codes(normalized, qmap, key)
+
+
+def decode(codes: jax.Array, qmap: np.ndarray | MapTables) -> jax.Array:
+    """The map's values at ``codes``: ``q[code]``, float32 (Dettmers et al. 2022)."""
+    return jnp.take(jnp.asarray(_as_tables(qmap).values, jnp.float32), codes.astype(jnp.int32))
 
 
 def _safe_divide(x: jax.Array, scale: jax.Array) -> jax.Array:
@@ -212,8 +255,28 @@ def _safe_divide(x: jax.Array, scale: jax.Array) -> jax.Array:
     return x / jnp.where(scale > 0, scale, jnp.ones_like(scale))
 
 
+def blockwise_normalize(x: jax.Array, block_size: int) -> tuple[jax.Array, jax.Array]:
+    """``n_i = x_i / s_b`` with ``s_b = max_{i in b} |x_i|`` over blocks of the flattened ``x``.
+
+    Returns ``(normalized, scales)``: float32 of shape ``[x.size]`` (entries of an all-zero block
+    are 0) and ``[ceil(x.size / block_size)]``. Reference: Dettmers et al. 2022, Section 2.
+    """
+    flat = jnp.ravel(x).astype(jnp.float32)
+    size = flat.shape[0]
+    padded = jnp.pad(flat, (0, (-size) % block_size)).reshape(-1, block_size)
+    scales = jnp.max(jnp.abs(padded), axis=1)
+    return _safe_divide(padded, scales[:, None]).reshape(-1)[:size], scales
+
+
+def blockwise_denormalize(values: jax.Array, scales: jax.Array, block_size: int) -> jax.Array:
+    """``x_i = n_i s_b``: the inverse of ``blockwise_normalize`` on a flat array (Dettmers et al. 2022)."""
+    size = values.shape[0]
+    padded = jnp.pad(values, (0, (-size) % block_size)).reshape(-1, block_size) * scales[:, None]
+    return padded.reshape(-1)[:size]
+
+
 def quantize_blockwise(
-    x: jax.Array, qmap: np.ndarray, block_size: int, key: jax.Array | None = None
+    x: jax.Array, qmap: np.ndarray | MapTables, block_size: int, key: jax.Array | None = None
 ) -> tuple[jax.Array, jax.Array]:
     """Block-wise absmax quantization (Dettmers et al. 2022) of the flattened ``x``.
 
@@ -224,25 +287,23 @@ def quantize_blockwise(
     row-major order) and float32 absolute maxima of shape ``[ceil(x.size / block_size)]``.
     ``key`` switches to stochastic rounding.
     """
-    flat = jnp.ravel(x).astype(jnp.float32)
-    size = flat.shape[0]
-    padded = jnp.pad(flat, (0, (-size) % block_size)).reshape(-1, block_size)
-    scales = jnp.max(jnp.abs(padded), axis=1)
-    normalized = _safe_divide(padded, scales[:, None])
-    return _codes(normalized, qmap, key).reshape(-1)[:size], scales
+    normalized, scales = blockwise_normalize(x, block_size)
+    return encode(normalized, qmap, key), scales
 
 
 def dequantize_blockwise(
-    codes: jax.Array, scales: jax.Array, qmap: np.ndarray, block_size: int, shape: tuple[int, ...], dtype: Any
+    codes: jax.Array,
+    scales: jax.Array,
+    qmap: np.ndarray | MapTables,
+    block_size: int,
+    shape: tuple[int, ...],
+    dtype: Any,
 ) -> jax.Array:
     """Inverse of ``quantize_blockwise``: ``x_i = q[code_i] s_b``, reshaped to ``shape`` and cast to ``dtype``.
 
     Reference: Dettmers et al., "8-bit optimizers via block-wise quantization", ICLR 2022.
     """
-    size = codes.shape[0]
-    values = jnp.take(jnp.asarray(qmap, jnp.float32), codes.astype(jnp.int32))
-    values = jnp.pad(values, (0, (-size) % block_size)).reshape(-1, block_size) * scales[:, None]
-    return values.reshape(-1)[:size].reshape(shape).astype(dtype)
+    return blockwise_denormalize(decode(codes, qmap), scales, block_size).reshape(shape).astype(dtype)
 
 
 def rank1_scale(maxima: tuple[jax.Array, ...]) -> jax.Array:
@@ -256,8 +317,20 @@ def rank1_scale(maxima: tuple[jax.Array, ...]) -> jax.Array:
     return scale
 
 
+def rank1_normalize(x: jax.Array) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+    """``n = x / min_k m^(k)`` with ``m^(k)`` the maximum of ``|x|`` over all axes but ``k``.
+
+    Returns ``(normalized, maxima)``: float32 of ``x``'s shape, and the ``rank`` maxima, each of
+    ``x``'s rank with size 1 on every axis but its own. Reference: Li, Chen, Zhu 2023, Section 4.2.
+    """
+    magnitude = jnp.abs(x).astype(jnp.float32)
+    axes = range(magnitude.ndim)
+    maxima = tuple(jnp.max(magnitude, axis=tuple(a for a in axes if a != k), keepdims=True) for k in axes)
+    return _safe_divide(x.astype(jnp.float32), rank1_scale(maxima)), maxima
+
+
 def quantize_rank1(
-    x: jax.Array, qmap: np.ndarray, key: jax.Array | None = None
+    x: jax.Array, qmap: np.ndarray | MapTables, key: jax.Array | None = None
 ) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     """Rank-1 normalization and quantization (Li, Chen, Zhu 2023) of an array of rank >= 2.
 
@@ -265,25 +338,25 @@ def quantize_rank1(
         m^{(k)} = \\max_{\\text{all axes but } k} |x|, \\qquad
         s = \\min_k m^{(k)} \\ (\\text{broadcast}), \\qquad code = \\operatorname{round}_q(x / s)
 
-    Returns ``(codes, maxima)``: uint8 codes of shape ``[x.size]`` (row-major) and the ``rank``
-    float32 maxima, each of ``x``'s rank with size 1 on every axis but its own.
+    Returns ``(codes, maxima)``: uint8 codes of shape ``[x.size]`` (row-major) and the maxima of
+    ``rank1_normalize``.
     """
-    magnitude = jnp.abs(x).astype(jnp.float32)
-    axes = range(magnitude.ndim)
-    maxima = tuple(jnp.max(magnitude, axis=tuple(a for a in axes if a != k), keepdims=True) for k in axes)
-    normalized = _safe_divide(x.astype(jnp.float32), rank1_scale(maxima))
-    return _codes(normalized, qmap, key).reshape(-1), maxima
+    normalized, maxima = rank1_normalize(x)
+    return encode(normalized.reshape(-1), qmap, key), maxima
 
 
 def dequantize_rank1(
-    codes: jax.Array, maxima: tuple[jax.Array, ...], qmap: np.ndarray, shape: tuple[int, ...], dtype: Any
+    codes: jax.Array,
+    maxima: tuple[jax.Array, ...],
+    qmap: np.ndarray | MapTables,
+    shape: tuple[int, ...],
+    dtype: Any,
 ) -> jax.Array:
     """Inverse of ``quantize_rank1``: ``x = q[code] * min_k m^(k)``, cast to ``dtype``.
 
     Reference: Li, Chen, Zhu, "Memory efficient optimizers with 4-bit states", NeurIPS 2023.
     """
-    values = jnp.take(jnp.asarray(qmap, jnp.float32), codes.astype(jnp.int32)).reshape(shape)
-    return (values * rank1_scale(maxima)).astype(dtype)
+    return (decode(codes, qmap).reshape(shape) * rank1_scale(maxima)).astype(dtype)
 
 
 def pack_4bit(codes: jax.Array) -> jax.Array:

@@ -53,6 +53,8 @@ METHOD_MODULES = (
     "gradtx.trust_ratio",
     "gradtx.step_size",
     "gradtx.stochastic",
+    "gradtx.lowbit",
+    "gradtx.quantization_maps",
 )
 BUILDERS = ("GradientTransformation", "Layer", "Initializer")
 
