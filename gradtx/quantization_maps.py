@@ -185,7 +185,9 @@ def map_tables(qmap: np.ndarray) -> MapTables:
 
     Rounding to the nearest value is then a look-up of the float32 number's top 16 bits in
     ``start`` and one comparison with ``thresholds``, exact for every float32 input: no bucket
-    of 2^16 consecutive float32 numbers holds two midpoints of these maps (checked when built).
+    of 2^16 consecutive float32 numbers holds two midpoints of these maps (checked when built):
+
+        code(x) = start[bits(x) >> 16] + (x > thresholds[start[bits(x) >> 16]])
     """
     qmap = np.asarray(qmap, _F32)
     if qmap.ndim != 1 or not 2 <= qmap.size <= 256 or np.any(np.diff(qmap) <= 0):
