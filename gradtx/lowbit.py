@@ -26,7 +26,6 @@ from gradtx.momentum import sgd
 from gradtx.quantization_maps import (
     MapTables,
     blockwise_denormalize,
-    blockwise_normalize,
     decode,
     dynamic_map,
     encode,
@@ -108,9 +107,18 @@ def _quantize(value: jax.Array, like: QuantizedArray, key: jax.Array | None) -> 
     dispatching a dozen operations per leaf; inside a jitted step it is inlined.
     """
     x = jnp.reshape(value, like.shape).astype(jnp.float32)
+    size = x.size
+    blocks = jnp.pad(jnp.ravel(x), (0, (-size) % like.block_size)).reshape(-1, like.block_size)
+    # One pass over the leaf for both the block absmax and the sign test (a variadic reduction).
+    scales, minima = jax.lax.reduce(
+        (jnp.abs(blocks), blocks),
+        (np.float32(0), np.float32(np.inf)),
+        lambda a, b: (jnp.maximum(a[0], b[0]), jnp.minimum(a[1], b[1])),
+        (1,),
+    )
     # NaN compares False: a leaf holding NaN is treated as signed.
-    signed = jnp.logical_not(jnp.all(x >= 0))
-    normalized, scales = blockwise_normalize(x, like.block_size)
+    signed = jnp.logical_not(jnp.min(minima) >= 0)
+    normalized = (blocks / jnp.where(scales > 0, scales, 1)[:, None]).reshape(-1)[:size]
     axis_maxima = ()
     if like.rank1:
         rank1_normalized, axis_maxima = rank1_normalize(x)
