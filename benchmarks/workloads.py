@@ -7,8 +7,8 @@
 * ``stdlib_char_lm()``: a character-level transformer language model trained on the Python
   standard library's own source (``FILES`` under ``sysconfig.get_paths()["stdlib"]``, read in
   that order: the same text on every machine with the same Python version). Bytes >= 128 become
-  ``?``; vocabulary 128. Two pre-norm blocks of width 128 with 4 heads, context 64, learned
-  positions: 430K parameters, next-character cross-entropy (nats), batches of 32 windows. The
+  ``?``; vocabulary 128. Two pre-norm blocks of width 96 with 4 heads, context 64, learned
+  positions: 250K parameters, next-character cross-entropy (nats), batches of 16 windows. The
   last 10% of the text is held out.
 
 The interface every benchmark can reuse (the leaderboard, preconditioners, low-bit states)::
@@ -159,7 +159,7 @@ def digits_cnn(batch_size: int = 128) -> Workload:
         loss=loss,
         batches=batches,
         eval_loss=lambda params: _cross_entropy(logits(params, test_x), test_y),
-        steps=300,
+        steps=150,
         learning_rate=1e-3,
     )
 
@@ -193,7 +193,7 @@ def stdlib_text(files: tuple[str, ...] = FILES) -> np.ndarray:
 
 
 def stdlib_char_lm(
-    width: int = 128, layers: int = 2, heads: int = 4, context: int = 64, batch_size: int = 32
+    width: int = 96, layers: int = 2, heads: int = 4, context: int = 64, batch_size: int = 16
 ) -> Workload:
     """A small character-level transformer on the standard library's source (see the module docstring)."""
     text = stdlib_text()
