@@ -215,10 +215,11 @@ def stdlib_char_lm(
             params |= {
                 f"block{i}_norm1": jnp.ones(width, jnp.float32),
                 f"block{i}_qkv": _glorot(next(keys), (width, 3 * width), width, width),
-                f"block{i}_out": _glorot(next(keys), (width, width), width, width) / np.sqrt(2 * layers),
+                f"block{i}_out": _glorot(next(keys), (width, width), width, width) / float(np.sqrt(2 * layers)),
                 f"block{i}_norm2": jnp.ones(width, jnp.float32),
                 f"block{i}_mlp_in": _glorot(next(keys), (width, 4 * width), width, 4 * width),
-                f"block{i}_mlp_out": _glorot(next(keys), (4 * width, width), 4 * width, width) / np.sqrt(2 * layers),
+                f"block{i}_mlp_out": _glorot(next(keys), (4 * width, width), 4 * width, width)
+                / float(np.sqrt(2 * layers)),
             }
         return params
 
@@ -233,7 +234,7 @@ def stdlib_char_lm(
         for i in range(layers):
             q, k, v = jnp.split(norm(h, params[f"block{i}_norm1"]) @ params[f"block{i}_qkv"], 3, axis=-1)
             split_heads = lambda t: t.reshape(batch, length, heads, width // heads)
-            scores = jnp.einsum("bqhd,bkhd->bhqk", split_heads(q), split_heads(k)) / np.sqrt(width // heads)
+            scores = jnp.einsum("bqhd,bkhd->bhqk", split_heads(q), split_heads(k)) / float(np.sqrt(width // heads))
             scores = jnp.where(causal[:length, :length], scores, -1e9)
             attended = jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(scores, axis=-1), split_heads(v))
             h = h + attended.reshape(batch, length, width) @ params[f"block{i}_out"]
