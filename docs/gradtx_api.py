@@ -41,6 +41,7 @@ EXTENSION_MODULES = (
     "gradtx.distributed",
     "gradtx.fused",
     "gradtx.microbatching",
+    "gradtx.quantization_maps",
 )
 
 

@@ -206,6 +206,18 @@ from gradtx.losses import (
     softmax_cross_entropy_with_integer_labels,
     squared_error,
 )
+from gradtx.lowbit import (
+    QuantizedArray,
+    QuantizedState,
+    adam_4bit,
+    adam_8bit,
+    adamw_4bit,
+    adamw_8bit,
+    dequantize_state,
+    lion_8bit,
+    quantized_state,
+    sgd_8bit,
+)
 from gradtx.microbatching import microbatch
 from gradtx.momentum import (
     EmaState,
@@ -237,6 +249,7 @@ from gradtx.optimistic import (
     scale_by_optimistic_gradient,
 )
 from gradtx.perturbations import MultiNormalDiagFromLogScale, multi_normal
+from gradtx.quantization_maps import dynamic_map, linear_map
 from gradtx.regularization import (
     AddDecayedWeightsState,
     ClipByGlobalNormState,
@@ -283,7 +296,7 @@ from gradtx.schedules import (
     warmup_cosine_decay_schedule,
     warmup_exponential_decay_schedule,
 )
-from gradtx.second_order import (  # Optax's line searches, L-BFGS and linear algebra (issue 13)
+from gradtx.second_order import (
     BacktrackingLinesearchInfo,
     ConjugateGradientResult,
     ConjugateGradientState,

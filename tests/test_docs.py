@@ -62,6 +62,8 @@ METHOD_MODULES = (
     "gradtx.contrib.",
     "gradtx.assignment",
     "gradtx.perturbations",
+    "gradtx.lowbit",
+    "gradtx.quantization_maps",
 )
 BUILDERS = ("GradientTransformation", "Layer", "Initializer")
 
