@@ -19,6 +19,8 @@ from gradtx.accumulation import (
 from gradtx.adam import (
     AdamState,
     AmsgradState,
+    ScaleByAdamState,
+    ScaleByAmsgradState,
     adam,
     adamax,
     adamw,
@@ -251,8 +253,10 @@ from gradtx.optimistic import (
 from gradtx.perturbations import MultiNormalDiagFromLogScale, multi_normal
 from gradtx.quantization_maps import dynamic_map, linear_map
 from gradtx.regularization import (
+    AdaptiveGradClipState,
     AddDecayedWeightsState,
     ClipByGlobalNormState,
+    ClipState,
     adaptive_grad_clip,
     add_decayed_weights,
     clip,
@@ -264,7 +268,10 @@ from gradtx.rms import (
     AdadeltaState,
     AdagradState,
     RmsState,
+    ScaleByAdaDeltaState,
+    ScaleByRmsState,
     ScaleByRssState,
+    ScaleByRStdDevState,
     adadelta,
     adagrad,
     rmsprop,
@@ -273,7 +280,7 @@ from gradtx.rms import (
     scale_by_rms,
     scale_by_rss,
 )
-from gradtx.scaling import ScaleByScheduleState, scale, scale_by_learning_rate, scale_by_schedule
+from gradtx.scaling import ScaleByScheduleState, ScaleState, scale, scale_by_learning_rate, scale_by_schedule
 from gradtx.schedules import (
     StatefulSchedule,
     WrappedSchedule,
@@ -349,6 +356,7 @@ from gradtx.second_order import (
 from gradtx.sign import (
     RpropState,
     ScaleByLionState,
+    ScaleByRpropState,
     lion,
     rprop,
     scale_by_lion,
@@ -381,6 +389,7 @@ from gradtx.tree_utils import tree_global_norm as global_norm
 from gradtx.trust_ratio import (
     FromageState,
     ScaleByLarsState,
+    ScaleByTrustRatioState,
     fromage,
     lamb,
     lars,

@@ -55,6 +55,9 @@ class AdamState(NamedTuple):
         return self.step_count
 
 
+ScaleByAdamState = AdamState  # Optax's name for the same state
+
+
 def _first_moment(g, m, b1):
     return cast_like(b1, m) * m + cast_like(1 - b1, m) * g
 
@@ -205,6 +208,9 @@ class AmsgradState(NamedTuple):
     def count(self) -> jax.Array:
         """Optax's name for ``step_count``."""
         return self.step_count
+
+
+ScaleByAmsgradState = AmsgradState  # Optax's name for the same state
 
 
 @check_schedule_arguments

@@ -28,6 +28,11 @@ from gradtx.validation import (
 _PARAMS_REQUIRED = "{name} needs the parameters: call update(updates, state, params)."
 
 
+# Optax's names for the (empty) states of its clipping transforms.
+ClipState = EmptyState
+AdaptiveGradClipState = EmptyState
+
+
 class AddDecayedWeightsState(NamedTuple):
     """State of ``add_decayed_weights``: the step count, for a scheduled ``lambda``."""
 

@@ -142,6 +142,11 @@ class RmsState(NamedTuple):
         return self.step_count
 
 
+# Optax's names: scale_by_rms and scale_by_stddev keep one state type here, whatever the flags.
+ScaleByRmsState = RmsState
+ScaleByRStdDevState = RmsState
+
+
 @check_schedule_arguments
 def scale_by_rms(
     decay: ScalarOrSchedule = 0.9,
@@ -242,6 +247,9 @@ class AdadeltaState(NamedTuple):
     def e_x(self) -> PyTree:
         """Optax's name for ``squared_delta_avg``."""
         return self.squared_delta_avg
+
+
+ScaleByAdaDeltaState = AdadeltaState  # Optax's name for the same state
 
 
 @check_schedule_arguments

@@ -11,6 +11,8 @@ from gradtx.base import EmptyState, GradientTransformation, Params, ScalarOrSche
 from gradtx.tree_utils import cast_like, check_updates_match_params, saturating_increment, zero_step_count
 from gradtx.validation import check_empty_state, check_non_negative, check_state_type
 
+ScaleState = EmptyState  # Optax's name for the state of ``scale`` with a number
+
 
 def scale(step_size: ScalarOrSchedule) -> GradientTransformation:
     """``u_t <- alpha_t g_t`` for a number, an array or a schedule ``alpha``.

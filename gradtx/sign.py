@@ -214,6 +214,9 @@ class RpropState(NamedTuple):
         return self.previous_gradient
 
 
+ScaleByRpropState = RpropState  # Optax's name for the same state
+
+
 @check_schedule_arguments
 def scale_by_rprop(
     learning_rate: float,

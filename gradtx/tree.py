@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from gradtx.momentum import bias_correction
+from gradtx.state_utils import tree_map_params as map_params
 from gradtx.tree_state import NamedTupleKey, get, get_all_with_path, set
 from gradtx.tree_utils import (
     abs_sq,
@@ -60,6 +61,7 @@ __all__ = [
     "full_like",
     "get",
     "get_all_with_path",
+    "map_params",
     "max",
     "min",
     "mul",

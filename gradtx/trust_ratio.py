@@ -30,6 +30,9 @@ from gradtx.validation import check_decay, check_non_negative, check_schedule_ar
 _PARAMS_REQUIRED = "{name} needs the parameters: call update(updates, state, params)."
 
 
+ScaleByTrustRatioState = EmptyState  # Optax's name for the state of ``scale_by_trust_ratio``
+
+
 def _require_params(updates, params, name: str) -> None:
     if params is None:
         raise ValueError(_PARAMS_REQUIRED.format(name=name))
