@@ -165,7 +165,7 @@ def apply_updates(params: Params, updates: Updates) -> Params:
 
     The sum is formed in the wider of the two dtypes and cast back, so bfloat16 parameters
     receive float32 updates without an intermediate bfloat16 rounding of ``u``.
-    ``None`` leaves (absent parameters) stay ``None``.
+    ``None`` leaves (absent parameters) stay ``None``, and ``params=None`` gives ``None``, as in Optax.
 
     Raises:
       ValueError: if ``updates`` does not have the structure and leaf shapes of ``params``
@@ -175,6 +175,8 @@ def apply_updates(params: Params, updates: Updates) -> Params:
         update, which the cast back to the parameter's dtype would truncate, usually to no change
         at all. Integer updates of integer parameters are added exactly. Optax truncates silently.
     """
+    if params is None:
+        return None
     check_trees_match(updates, params, name="updates", reference_name="params", context="apply_updates")
     for index, (param, update) in enumerate(zip(jax.tree.leaves(params), jax.tree.leaves(updates))):
         param_dtype = _dtype_of(param)

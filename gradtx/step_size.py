@@ -59,7 +59,7 @@ def scale_by_polyak(
     def update_fn(updates, state, params=None, *, value: Any = None, **extra_args):
         del params, extra_args
         if value is None:
-            raise ValueError(
+            raise TypeError(  # a missing required argument, as Optax's signature makes it
                 "scale_by_polyak needs the objective's value: call update(updates, state, params, value=loss)."
             )
         squared_norm = tree_sum_of_squares(updates)

@@ -38,6 +38,8 @@ def incremental_update(new_tensors: Params, old_tensors: Params, step_size: Any)
     Optim., 1992.
     """
     check_closed_unit(step_size, "step_size")
+    if new_tensors is None:
+        return None  # as Optax's tree map over an empty tree
     check_trees_match(new_tensors, old_tensors, name="new_tensors", reference_name="old_tensors")
 
     def average(new, old):

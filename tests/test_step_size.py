@@ -94,7 +94,7 @@ def test_polyak_needs_the_value_and_takes_no_step_on_a_zero_gradient():
     optimizer = gradtx.polyak_sgd()
     params = {"w": jnp.ones(3)}
     state = optimizer.init(params)
-    with pytest.raises(ValueError, match="value="):
+    with pytest.raises(TypeError, match="value="):
         optimizer.update({"w": jnp.ones(3)}, state, params)
     updates, _ = optimizer.update({"w": jnp.zeros(3)}, state, params, value=1.0)
     np.testing.assert_array_equal(updates["w"], 0.0)

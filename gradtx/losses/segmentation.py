@@ -93,8 +93,10 @@ def dice_loss(
         if predictions.shape[-1] > 1 and not isinstance(predictions, jax.core.Tracer):
             sums = np.asarray(jnp.sum(predictions, axis=-1))
             if not np.allclose(sums, 1.0, rtol=1e-5):
-                raise ValueError("predictions must be probabilities that sum to 1 over the class axis when "
-                                 f"apply_softmax=False; their sums range over [{sums.min():.6f}, {sums.max():.6f}].")
+                raise ValueError(
+                    "predictions must be valid probability distributions (summing to 1 over the class axis) when "
+                    f"apply_softmax=False; their sums range over [{sums.min():.6f}, {sums.max():.6f}]."
+                )
     axis = tuple(range(1, probs.ndim - 1)) if axis is None else axis
     intersection = jnp.sum(probs * targets, axis=axis)
     false_positives = jnp.sum(probs, axis=axis) - intersection
