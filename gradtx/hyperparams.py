@@ -67,7 +67,12 @@ def _is_dtype(value: Any) -> bool:
 
 
 def _annotation_is_int(parameter: inspect.Parameter) -> bool:
-    return parameter.annotation in (int, "int")
+    """Annotated as an integer (``int``, or a union naming ``int`` and no float: a PRNG seed or key)."""
+    if parameter.annotation in (int, "int"):
+        return True
+    text = str(parameter.annotation)
+    words = set(text.replace("|", " ").replace(",", " ").replace("[", " ").replace("]", " ").split())
+    return "int" in words and not words & {"float", "ScalarOrSchedule", "Schedule"}
 
 
 def _kind(name: str, value: Any, parameter: inspect.Parameter, static_args: frozenset[str]) -> str:
