@@ -41,7 +41,7 @@ def bias_correction(moment: PyTree, decay: Any, step_count: jax.Array) -> PyTree
     hundred steps and the division would blow up); the quotient keeps the moment's dtype.
     """
     power_dtype = jnp.promote_types(jnp.result_type(decay), jnp.float32)
-    correction = 1 - jnp.asarray(decay, power_dtype) ** step_count.astype(power_dtype)
+    correction = 1 - jnp.asarray(decay, power_dtype) ** jnp.asarray(step_count).astype(power_dtype)
 
     def divide(m):
         # Why float32 or wider for the division: 1 - 0.99999 is a float16 subnormal, which the
