@@ -146,9 +146,7 @@ def methods() -> list[Method]:
     ]
 
 
-def train(
-    workload: workloads.Workload, method: Method, seeds: tuple[int, ...], steps: int
-) -> workloads.TrainResult:
+def train(workload: workloads.Workload, method: Method, seeds: tuple[int, ...], steps: int) -> workloads.TrainResult:
     """``workloads.train``, plus the extra ``update`` arguments and evaluation parameters a method needs."""
     optimizer = method.build(workload)
     if method.extra is None and method.eval_params is None:
