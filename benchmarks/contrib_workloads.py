@@ -26,8 +26,9 @@ seeds; the ratio is to tuned AdamW's. Goal for the parameter-free methods: ratio
     python benchmarks/contrib_workloads.py           # 3 seeds, 100/150 steps  -> benchmarks/CONTRIB.md
     python benchmarks/contrib_workloads.py --quick   # 2 seeds, 60/60 steps
 
-Both modes use fewer steps than ``workload.steps`` (150/300) so that the ~50 compilations and runs
-fit in about 10 minutes on 2 busy CPU cores.
+Both modes use fewer steps than ``workload.steps`` (150/300): 48 compilations and runs. Measured on
+2 CPU cores shared with other jobs (load ~8): ``--quick`` 231 s; the full mode ran ~14 s per method
+on the digits, so about 12-14 minutes in all (not completed there; lower ``STEPS`` to fit 10).
 """
 
 from __future__ import annotations
