@@ -34,7 +34,7 @@ from gradtx.tree_utils import (
     tree_zeros_like,
     zero_step_count,
 )
-from gradtx.validation import check_decay, check_non_negative, check_positive
+from gradtx.validation import check_decay, check_non_negative, check_positive, check_schedule_arguments
 
 
 def _ema(g: jax.Array, m: jax.Array, decay: Any) -> jax.Array:
@@ -80,6 +80,7 @@ class ScaleByBeliefState(NamedTuple):
     nu: PyTree
 
 
+@check_schedule_arguments
 def scale_by_belief(
     b1: float = 0.9,
     b2: float = 0.999,
@@ -141,6 +142,7 @@ class RadamState(NamedTuple):
     nu: PyTree
 
 
+@check_schedule_arguments
 def scale_by_radam(
     b1: float = 0.9,
     b2: float = 0.999,
@@ -220,6 +222,7 @@ class YogiState(NamedTuple):
     nu: PyTree
 
 
+@check_schedule_arguments
 def scale_by_yogi(
     b1: float = 0.9,
     b2: float = 0.999,
@@ -275,6 +278,7 @@ def scale_by_yogi(
     return GradientTransformation(init_fn, update_fn)
 
 
+@check_schedule_arguments
 def adabelief(
     learning_rate: ScalarOrSchedule,
     b1: float = 0.9,
@@ -293,6 +297,7 @@ def adabelief(
     return chain(scale_by_belief(b1, b2, eps, eps_root, nesterov=nesterov), scale_by_learning_rate(learning_rate))
 
 
+@check_schedule_arguments
 def radam(
     learning_rate: ScalarOrSchedule,
     b1: float = 0.9,
@@ -315,6 +320,7 @@ def radam(
     )
 
 
+@check_schedule_arguments
 def yogi(
     learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-3
 ) -> GradientTransformation:
@@ -328,6 +334,7 @@ def yogi(
     return chain(scale_by_yogi(b1, b2, eps), scale_by_learning_rate(learning_rate))
 
 
+@check_schedule_arguments
 def adamaxw(
     learning_rate: ScalarOrSchedule,
     b1: float = 0.9,
@@ -357,6 +364,7 @@ class ScaleByNadamState(NamedTuple):
     nu: PyTree
 
 
+@check_schedule_arguments
 def scale_by_nadam(
     b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, momentum_decay: float = 4e-3
 ) -> GradientTransformation:
@@ -417,6 +425,7 @@ def scale_by_nadam(
     return GradientTransformation(init_fn, update_fn)
 
 
+@check_schedule_arguments
 def nadamw(
     learning_rate: ScalarOrSchedule,
     b1: ScalarOrSchedule = 0.9,

@@ -27,7 +27,7 @@ from gradtx.tree_utils import (
     tree_zeros_like,
     zero_step_count,
 )
-from gradtx.validation import check_decay, check_non_negative, check_positive
+from gradtx.validation import check_decay, check_non_negative, check_positive, check_schedule_arguments
 
 
 class ScaleByAdanState(NamedTuple):
@@ -40,6 +40,7 @@ class ScaleByAdanState(NamedTuple):
     t: jax.Array
 
 
+@check_schedule_arguments
 def scale_by_adan(
     b1: float = 0.98,
     b2: float = 0.92,
@@ -132,6 +133,7 @@ def _proximal_weight_decay(learning_rate: ScalarOrSchedule, weight_decay: Scalar
     return GradientTransformation(init_fn, update_fn)
 
 
+@check_schedule_arguments
 def adan(
     learning_rate: ScalarOrSchedule,
     b1: float = 0.98,

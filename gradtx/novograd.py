@@ -24,7 +24,7 @@ from gradtx.tree_utils import (
     tree_zeros_like,
     zero_step_count,
 )
-from gradtx.validation import check_decay, check_non_negative, check_positive
+from gradtx.validation import check_decay, check_non_negative, check_positive, check_schedule_arguments
 
 
 class ScaleByNovogradState(NamedTuple):
@@ -35,6 +35,7 @@ class ScaleByNovogradState(NamedTuple):
     nu: PyTree
 
 
+@check_schedule_arguments
 def scale_by_novograd(
     b1: float = 0.9,
     b2: float = 0.25,
@@ -107,6 +108,7 @@ def scale_by_novograd(
     return GradientTransformation(init_fn, update_fn)
 
 
+@check_schedule_arguments
 def novograd(
     learning_rate: ScalarOrSchedule,
     b1: float = 0.9,

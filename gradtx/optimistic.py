@@ -16,7 +16,7 @@ from gradtx.base import GradientTransformation, Params, PyTree, ScalarOrSchedule
 from gradtx.combinators import chain
 from gradtx.scaling import scale_by_learning_rate
 from gradtx.tree_utils import cast_like, check_float_leaves, check_trees_match, tree_zeros_like
-from gradtx.validation import check_non_negative
+from gradtx.validation import check_non_negative, check_schedule_arguments
 
 
 def _check_number(value: Any, name: str) -> None:
@@ -32,6 +32,7 @@ class ScaleByOptimisticGradientState(NamedTuple):
     previous_gradient: PyTree
 
 
+@check_schedule_arguments
 def scale_by_optimistic_gradient(alpha: float = 1.0, beta: float = 1.0) -> GradientTransformation:
     """Optimistic extrapolation of the incoming updates.
 
@@ -68,6 +69,7 @@ def scale_by_optimistic_gradient(alpha: float = 1.0, beta: float = 1.0) -> Gradi
     return GradientTransformation(init_fn, update_fn)
 
 
+@check_schedule_arguments
 def optimistic_gradient_descent(
     learning_rate: ScalarOrSchedule, alpha: float = 1.0, beta: float = 1.0
 ) -> GradientTransformation:
@@ -81,6 +83,7 @@ def optimistic_gradient_descent(
     return chain(scale_by_optimistic_gradient(alpha, beta), scale_by_learning_rate(learning_rate))
 
 
+@check_schedule_arguments
 def optimistic_adam(
     learning_rate: float,
     optimism: float | None = None,
@@ -115,6 +118,7 @@ def optimistic_adam(
     )
 
 
+@check_schedule_arguments
 def optimistic_adam_v2(
     learning_rate: ScalarOrSchedule,
     *,

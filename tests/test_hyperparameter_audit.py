@@ -68,7 +68,11 @@ def _is_numeric(parameter: inspect.Parameter) -> bool:
 def _builders():
     for name in sorted(gradtx.__all__):
         function = getattr(gradtx, name)
-        if inspect.isfunction(function) and _returns(function) in ("GradientTransformation", "FusedOptimizer"):
+        if inspect.isfunction(function) and _returns(function) in (
+            "GradientTransformation",
+            "GradientTransformationExtraArgs",
+            "FusedOptimizer",
+        ):
             yield name, function
 
 

@@ -20,7 +20,7 @@ from gradtx.tree_utils import (
     tree_zeros_like,
     zero_step_count,
 )
-from gradtx.validation import check_decay, check_non_negative
+from gradtx.validation import check_decay, check_non_negative, check_schedule_arguments
 
 
 class ScaleByBeliefState(NamedTuple):
@@ -32,6 +32,7 @@ class ScaleByBeliefState(NamedTuple):
     nu: PyTree
 
 
+@check_schedule_arguments
 def scale_by_acprop(
     b1: float = 0.9,
     b2: float = 0.999,
@@ -89,6 +90,7 @@ def scale_by_acprop(
     return GradientTransformation(init_fn, update_fn)
 
 
+@check_schedule_arguments
 def acprop(
     learning_rate: ScalarOrSchedule,
     b1: float = 0.9,

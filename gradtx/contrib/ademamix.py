@@ -22,7 +22,7 @@ from gradtx.tree_utils import (
     tree_zeros_like,
     zero_step_count,
 )
-from gradtx.validation import check_decay, check_non_negative, check_positive
+from gradtx.validation import check_decay, check_non_negative, check_positive, check_schedule_arguments
 
 
 def _ema(g: jax.Array, m: jax.Array, decay: Any) -> jax.Array:
@@ -44,6 +44,7 @@ class ScaleByAdemamixState(NamedTuple):
     nu: PyTree
 
 
+@check_schedule_arguments
 def scale_by_ademamix(
     b1: float = 0.9,
     b2: float = 0.999,
@@ -119,6 +120,7 @@ def scale_by_ademamix(
     return GradientTransformation(init_fn, update_fn)
 
 
+@check_schedule_arguments
 def ademamix(
     learning_rate: ScalarOrSchedule,
     b1: float = 0.9,
@@ -168,6 +170,7 @@ class ScaleBySimplifiedAdEMAMixState(NamedTuple):
     n: PyTree
 
 
+@check_schedule_arguments
 def scale_by_simplified_ademamix(
     b1: float = 0.99,
     b2: float = 0.95,
@@ -223,6 +226,7 @@ def scale_by_simplified_ademamix(
     return GradientTransformation(init_fn, update_fn)
 
 
+@check_schedule_arguments
 def simplified_ademamix(
     learning_rate: ScalarOrSchedule,
     b1: float = 0.99,

@@ -22,13 +22,14 @@ from gradtx.tree_utils import (
     tree_zeros_like,
     zero_step_count,
 )
-from gradtx.validation import check_decay, check_positive
+from gradtx.validation import check_decay, check_positive, check_schedule_arguments
 
 
 def _quarter_power(t: jax.Array) -> jax.Array:
     return t**0.25
 
 
+@check_schedule_arguments
 def scale_by_adopt(
     b1: float = 0.9,
     b2: float = 0.9999,
@@ -108,6 +109,7 @@ def scale_by_adopt(
     return GradientTransformation(init_fn, update_fn)
 
 
+@check_schedule_arguments
 def adopt(
     learning_rate: ScalarOrSchedule,
     b1: float = 0.9,

@@ -15,6 +15,7 @@ from gradtx.combinators import MaskOrFn, chain
 from gradtx.regularization import add_decayed_weights
 from gradtx.scaling import scale_by_learning_rate
 from gradtx.tree_utils import saturating_increment, zero_step_count
+from gradtx.validation import check_schedule_arguments
 
 
 class GaLoreDimensionNumbers(NamedTuple):
@@ -54,6 +55,7 @@ def _as_matrix(x: jax.Array, spec: GaLoreDimensionNumbers) -> tuple[jax.Array, C
     return matrix, lambda y: y.reshape(moved).transpose(inverse)
 
 
+@check_schedule_arguments
 def scale_by_galore(
     rank: int = 128,
     update_proj_gap: int = 200,
@@ -174,6 +176,7 @@ def scale_by_galore(
     return GradientTransformation(init_fn, update_fn)
 
 
+@check_schedule_arguments
 def galore(
     learning_rate: ScalarOrSchedule,
     rank: int = 128,

@@ -18,7 +18,7 @@ from gradtx.tree_utils import (
     tree_zeros_like,
     zero_step_count,
 )
-from gradtx.validation import check_closed_unit, check_non_negative, check_positive
+from gradtx.validation import check_closed_unit, check_non_negative, check_positive, check_schedule_arguments
 
 
 class MadgradState(NamedTuple):
@@ -31,6 +31,7 @@ class MadgradState(NamedTuple):
     x0: Params
 
 
+@check_schedule_arguments
 def scale_by_madgrad(
     learning_rate: ScalarOrSchedule,
     momentum: float = 0.9,
@@ -90,6 +91,7 @@ def scale_by_madgrad(
     return GradientTransformation(init_fn, update_fn)
 
 
+@check_schedule_arguments
 def madgrad(
     learning_rate: ScalarOrSchedule,
     momentum: float = 0.9,

@@ -11,7 +11,7 @@ from gradtx.base import GradientTransformation, OptState, Params, PyTree
 from gradtx.contrib.parameter_free import _scalar_dtype, _vdot
 from gradtx.extra_args import GradientTransformationExtraArgs, with_extra_args_support
 from gradtx.tree_utils import check_trees_match, saturating_increment, tree_global_norm, zero_step_count
-from gradtx.validation import check_non_negative, check_positive
+from gradtx.validation import check_non_negative, check_positive, check_schedule_arguments
 
 
 class MechanicState(NamedTuple):
@@ -31,6 +31,7 @@ class MechanicState(NamedTuple):
     x0: PyTree
 
 
+@check_schedule_arguments
 def mechanize(
     base_optimizer: GradientTransformation,
     weight_decay: float = 1e-2,

@@ -19,7 +19,7 @@ from gradtx.tree_utils import (
     tree_zeros_like,
     zero_step_count,
 )
-from gradtx.validation import check_decay, check_non_negative, check_positive
+from gradtx.validation import check_decay, check_non_negative, check_positive, check_schedule_arguments
 
 # Below this squared norm of the momentum no step is taken (Optax's threshold, float64's epsilon).
 _TINY_NORM = float(np.finfo(np.float64).eps)
@@ -51,6 +51,7 @@ def _proximal_step(direction, params, tau, alpha, weight_decay):
     )
 
 
+@check_schedule_arguments
 def momo(
     learning_rate: ScalarOrSchedule = 1.0,
     beta: float = 0.9,
@@ -149,6 +150,7 @@ class MomoAdamState(NamedTuple):
     count: jax.Array
 
 
+@check_schedule_arguments
 def momo_adam(
     learning_rate: ScalarOrSchedule = 1e-2,
     b1: float = 0.9,

@@ -28,7 +28,7 @@ from gradtx.tree_utils import (
     tree_zeros_like,
     zero_step_count,
 )
-from gradtx.validation import check_decay, check_non_negative
+from gradtx.validation import check_decay, check_non_negative, check_schedule_arguments
 
 # Jordan's quintic coefficients (modded-nanogpt): the slope at 0 is 3.4445, so 5 steps lift
 # singular values as small as ~1e-3 into [0.7, 1.2] (the output is U S' V^T, S' ~ 1, not U V^T).
@@ -176,6 +176,7 @@ class MuonState(NamedTuple):
     ns_coeffs: jax.Array
 
 
+@check_schedule_arguments
 def scale_by_muon(
     ns_coeffs: Any = _JORDAN_COEFFS,
     ns_steps: int = 5,
@@ -284,6 +285,7 @@ def _scale_by_shape(weight_dimension_numbers: WeightDimNumOrFn | None, consisten
     return GradientTransformation(init_fn, update_fn)
 
 
+@check_schedule_arguments
 def muon(
     learning_rate: ScalarOrSchedule,
     ns_coeffs: Any = _JORDAN_COEFFS,

@@ -11,7 +11,7 @@ from gradtx import tree as gtree
 from gradtx.base import Params
 from gradtx.extra_args import GradientTransformationExtraArgs
 from gradtx.tree_utils import saturating_increment
-from gradtx.validation import check_non_negative
+from gradtx.validation import check_non_negative, check_schedule_arguments
 
 
 class ReduceLROnPlateauState(NamedTuple):
@@ -34,6 +34,7 @@ def _float_dtype(params: Params, handler: str):
     return gtree.dtype(params, handler) if jax.tree.leaves(params) else jnp.float32
 
 
+@check_schedule_arguments
 def reduce_on_plateau(
     factor: float = 0.1,
     patience: int = 10,

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from gradtx.base import GradientTransformation, OptState, Params, apply_updates
 from gradtx.extra_args import GradientTransformationExtraArgs
+from gradtx.validation import check_schedule_arguments
 
 
 class SAMState(NamedTuple):
@@ -29,6 +30,7 @@ def _negate(tree: Any) -> Any:
     return jax.tree.map(lambda x: -x, tree)
 
 
+@check_schedule_arguments
 def sam(
     optimizer: GradientTransformation,
     adv_optimizer: GradientTransformation,

@@ -23,7 +23,7 @@ from gradtx.tree_utils import (
     tree_zeros_like,
     zero_step_count,
 )
-from gradtx.validation import check_decay, check_non_negative, check_positive
+from gradtx.validation import check_decay, check_non_negative, check_positive, check_schedule_arguments
 
 
 class HutchinsonState(NamedTuple):
@@ -32,6 +32,7 @@ class HutchinsonState(NamedTuple):
     key: jax.Array
 
 
+@check_schedule_arguments
 def hutchinson_estimator_diag_hessian(random_seed: jax.Array | None = None) -> GradientTransformationExtraArgs:
     """Hutchinson's estimate of the Hessian diagonal as a transformation: ``g -> v * (H v)``.
 
@@ -84,6 +85,7 @@ class SophiaState(NamedTuple):
     hessian_fn_state: Any
 
 
+@check_schedule_arguments
 def scale_by_sophia(
     b1: float = 0.965,
     b2: float = 0.99,
@@ -187,6 +189,7 @@ def scale_by_sophia(
     return GradientTransformationExtraArgs(init_fn, update_fn)
 
 
+@check_schedule_arguments
 def sophia(
     learning_rate: ScalarOrSchedule,
     b1: float = 0.965,

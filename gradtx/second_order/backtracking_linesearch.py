@@ -19,6 +19,7 @@ from gradtx.base import Params, PyTree
 from gradtx.extra_args import GradientTransformationExtraArgs
 from gradtx.second_order._common import print_if, real_dtype_of_first_leaf, split_value_fn_kwargs, tree_inner
 from gradtx.tree import add_scale, cast_like, conj, real, scale, zeros_like
+from gradtx.validation import check_schedule_arguments
 
 
 class BacktrackingLinesearchInfo(NamedTuple):
@@ -54,6 +55,7 @@ class ScaleByBacktrackingLinesearchState(NamedTuple):
     info: BacktrackingLinesearchInfo
 
 
+@check_schedule_arguments
 def scale_by_backtracking_linesearch(
     max_backtracking_steps: int,
     slope_rtol: float = 1e-4,

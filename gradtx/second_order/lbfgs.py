@@ -116,6 +116,7 @@ def two_loop_recursion(
     return r
 
 
+@check_schedule_arguments
 def scale_by_lbfgs(memory_size: int = 10, scale_init_precond: bool = True) -> GradientTransformation:
     r"""Multiplies the updates by the L-BFGS approximation of the inverse Hessian.
 
@@ -216,6 +217,7 @@ def scale_by_lbfgs(memory_size: int = 10, scale_init_precond: bool = True) -> Gr
 _DEFAULT_LINESEARCH = scale_by_zoom_linesearch(max_linesearch_steps=20, initial_guess_strategy="one")
 
 
+@check_schedule_arguments
 def lbfgs(
     learning_rate: ScalarOrSchedule | None = None,
     memory_size: int = 10,

@@ -25,6 +25,7 @@ from gradtx.second_order._common import (
     tree_inner,
 )
 from gradtx.tree import add_scale, cast_like, real, scale, where, zeros_like
+from gradtx.validation import check_schedule_arguments
 
 # Diagnostics printed with ``verbose=True`` (the same sentences as Optax's, so logs read the same).
 FLAG_INTERVAL_NOT_FOUND = (
@@ -128,6 +129,7 @@ def _quadratic_minimizer(a, fa, fpa, b, fb):
     return a - fpa / (2.0 * curvature)
 
 
+@check_schedule_arguments
 def scale_by_zoom_linesearch(
     max_linesearch_steps: int,
     max_learning_rate: float | None = None,
