@@ -53,6 +53,8 @@ VALUES = {
 }
 # Builders whose update takes per-example gradients (a leading batch axis on every leaf).
 PER_EXAMPLE = {"dpsgd", "differentially_private_aggregate"}
+# Builders whose update needs the objective as ``obj_fn=`` (the others refuse unknown arguments).
+NEEDS_OBJ_FN = {"sophia", "scale_by_sophia", "hutchinson_estimator_diag_hessian"}
 # Schedules read at the step count plus this offset, by Optax's convention (schedule_free's
 # ``step_count`` starts at 1: the averaging weight of the first step is learning_rate(1)).
 SCHEDULE_OFFSET = {("schedule_free", "learning_rate"): 1}
@@ -126,9 +128,9 @@ def _gradient(params, per_example: bool):
     return jax.tree.map(lambda g: jnp.stack([g, -0.5 * g, 2.0 * g]), grads) if per_example else grads
 
 
-def _run(transform, schedule_calls=None, steps=3, per_example=False):
+def _run(transform, schedule_calls=None, steps=3, per_example=False, obj_fn=False):
     """Updates of ``steps`` eager steps on a small problem (and the parameters after them)."""
-    extra = {"value_fn": loss, "value": None, "obj_fn": loss}
+    extra = {"value_fn": loss, "value": None, **({"obj_fn": loss} if obj_fn else {})}
     params = PARAMS
     if isinstance(transform, gradtx.FusedOptimizer):
         flat = gradtx.flatten_tree(params)
@@ -167,9 +169,9 @@ def test_schedule_is_used_at_each_step_or_refused_when_built(builder, argument):
         assert argument in str(error), f"{builder}: the TypeError for a scheduled {argument} must name it: {error}"
         return
     assert constant is not None, f"{builder} accepts a schedule for {argument}: add a value for it to VALUES"
-    per_example = builder in PER_EXAMPLE
-    scheduled = _run(transform, per_example=per_example)
-    plain = _run(function(**arguments, **{argument: constant}), per_example=per_example)
+    options = {"per_example": builder in PER_EXAMPLE, "obj_fn": builder in NEEDS_OBJ_FN}
+    scheduled = _run(transform, **options)
+    plain = _run(function(**arguments, **{argument: constant}), **options)
     for step, (ours, reference) in enumerate(zip(scheduled, plain, strict=True)):
         for a, b in zip(ours, reference, strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15, err_msg=f"{builder}({argument}=...) step {step}")
