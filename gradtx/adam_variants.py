@@ -34,7 +34,13 @@ from gradtx.tree_utils import (
     tree_zeros_like,
     zero_step_count,
 )
-from gradtx.validation import check_decay, check_non_negative, check_positive, check_schedule_arguments
+from gradtx.validation import (
+    check_decay,
+    check_non_negative,
+    check_positive,
+    check_schedule_arguments,
+    check_state_type,
+)
 
 
 def _ema(g: jax.Array, m: jax.Array, decay: Any) -> jax.Array:
@@ -118,6 +124,7 @@ def scale_by_belief(
         return ScaleByBeliefState(zero_step_count(), tree_zeros_like(params), tree_real_zeros_like(params))
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, ScaleByBeliefState, "scale_by_belief")
         del params, extra_args
         check_trees_match(updates, state.mu, name="updates", reference_name="belief state")
         # Why: in float32 (g - m)^2 is inf for |g| > 1.8e19, and an inf never leaves a moving average.
@@ -187,6 +194,7 @@ def scale_by_radam(
         return RadamState(zero_step_count(), tree_zeros_like(params), tree_real_zeros_like(params))
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, RadamState, "scale_by_radam")
         del params, extra_args
         check_trees_match(updates, state.mu, name="updates", reference_name="radam state")
         # Why: in float32 g^2 is inf for |g| > 1.8e19, and an inf never leaves a moving average.
@@ -259,6 +267,7 @@ def scale_by_yogi(
         return YogiState(zero_step_count(), tree_full_like(params, start), tree_real_full_like(params, start))
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, YogiState, "scale_by_yogi")
         del params, extra_args
         check_trees_match(updates, state.mu, name="updates", reference_name="yogi state")
         # Why: in float32 g^2 is inf for |g| > 1.8e19, and inf - inf in v would be NaN.
@@ -400,6 +409,7 @@ def scale_by_nadam(
         return ScaleByNadamState(zero_step_count(), ones, tree_zeros_like(params), tree_zeros_like(params))
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, ScaleByNadamState, "scale_by_nadam")
         del params, extra_args
         check_trees_match(updates, state.mu, name="updates", reference_name="nadam state")
         updates = jax.tree.map(clip_for_square, updates, state.nu)

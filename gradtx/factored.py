@@ -29,7 +29,13 @@ from gradtx.tree_utils import (
     tree_zeros_like,
     zero_step_count,
 )
-from gradtx.validation import check_decay, check_non_negative, check_positive, check_schedule_arguments
+from gradtx.validation import (
+    check_decay,
+    check_non_negative,
+    check_positive,
+    check_schedule_arguments,
+    check_state_type,
+)
 
 
 def _decay_rate_pow(step: jax.Array, exponent: float = 0.8) -> jax.Array:
@@ -154,6 +160,7 @@ def scale_by_factored_rms(
         )
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, FactoredState, "scale_by_factored_rms")
         del params, extra_args
         check_trees_match(updates, _expected_shapes(state, updates), name="updates", reference_name="factored state")
         beta = decay_rate_fn(state.count - step_offset, decay_rate)
@@ -342,6 +349,7 @@ def scale_by_sm3(b1: float = 0.9, b2: float = 1.0, eps: float = 1e-8) -> Gradien
         return ScaleBySM3State(jax.tree.map(covers, params), tree_zeros_like(params))
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, ScaleBySM3State, "scale_by_sm3")
         del params, extra_args
         check_trees_match(updates, state.nu, name="updates", reference_name="sm3 state")
 

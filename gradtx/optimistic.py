@@ -16,7 +16,7 @@ from gradtx.base import GradientTransformation, Params, PyTree, ScalarOrSchedule
 from gradtx.combinators import chain
 from gradtx.scaling import scale_by_learning_rate
 from gradtx.tree_utils import cast_like, check_float_leaves, check_trees_match, tree_zeros_like
-from gradtx.validation import check_non_negative, check_schedule_arguments
+from gradtx.validation import check_non_negative, check_schedule_arguments, check_state_type
 
 
 def _check_number(value: Any, name: str) -> None:
@@ -56,6 +56,7 @@ def scale_by_optimistic_gradient(alpha: float = 1.0, beta: float = 1.0) -> Gradi
         return ScaleByOptimisticGradientState(jnp.array(True), tree_zeros_like(params))
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, ScaleByOptimisticGradientState, "scale_by_optimistic_gradient")
         del params, extra_args
         check_trees_match(updates, state.previous_gradient, name="updates", reference_name="optimistic state")
 

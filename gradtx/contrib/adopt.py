@@ -22,7 +22,7 @@ from gradtx.tree_utils import (
     tree_zeros_like,
     zero_step_count,
 )
-from gradtx.validation import check_decay, check_positive, check_schedule_arguments
+from gradtx.validation import check_decay, check_positive, check_schedule_arguments, check_state_type
 
 
 def _quarter_power(t: jax.Array) -> jax.Array:
@@ -83,6 +83,7 @@ def scale_by_adopt(
         return AdamState(zero_step_count(), tree_zeros_like(params, mu_dtype), tree_zeros_like(params))
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, AdamState, "scale_by_adopt")
         del params, extra_args
         check_trees_match(updates, state.mu, name="updates", reference_name="adopt state")
         first = state.step_count == 0

@@ -15,7 +15,7 @@ from gradtx.combinators import MaskOrFn, chain
 from gradtx.regularization import add_decayed_weights
 from gradtx.scaling import scale_by_learning_rate
 from gradtx.tree_utils import saturating_increment, zero_step_count
-from gradtx.validation import check_schedule_arguments
+from gradtx.validation import check_schedule_arguments, check_state_type
 
 
 class GaLoreDimensionNumbers(NamedTuple):
@@ -138,6 +138,7 @@ def scale_by_galore(
         return GaLoreState(zero_step_count(), base.init(unflatten(projected)), unflatten(projectors))
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, GaLoreState, "scale_by_galore")
         del params, extra_args
         refresh = state.count % update_proj_gap == 0
         leaves, treedef = jax.tree.flatten(updates)

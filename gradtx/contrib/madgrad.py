@@ -18,7 +18,13 @@ from gradtx.tree_utils import (
     tree_zeros_like,
     zero_step_count,
 )
-from gradtx.validation import check_closed_unit, check_non_negative, check_positive, check_schedule_arguments
+from gradtx.validation import (
+    check_closed_unit,
+    check_non_negative,
+    check_positive,
+    check_schedule_arguments,
+    check_state_type,
+)
 
 
 class MadgradState(NamedTuple):
@@ -72,6 +78,7 @@ def scale_by_madgrad(
         return MadgradState(zero_step_count(), tree_zeros_like(params), tree_zeros_like(params), x0)
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, MadgradState, "scale_by_madgrad")
         del extra_args
         if params is None:
             raise ValueError("scale_by_madgrad needs params: call update(updates, state, params).")

@@ -28,7 +28,13 @@ from gradtx.tree_utils import (
     tree_zeros_like,
     zero_step_count,
 )
-from gradtx.validation import check_decay, check_non_negative, check_positive, check_schedule_arguments
+from gradtx.validation import (
+    check_decay,
+    check_non_negative,
+    check_positive,
+    check_schedule_arguments,
+    check_state_type,
+)
 
 _NEEDS_PARAMS = "{name} needs the parameters: call update(updates, state, params)."
 
@@ -160,6 +166,7 @@ def prodigy(
         )
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, ProdigyState, "prodigy")
         del extra_args
         if params is None:
             raise ValueError(_NEEDS_PARAMS.format(name="prodigy"))
@@ -271,6 +278,7 @@ def dadapt_adamw(
         )
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, DAdaptAdamWState, "dadapt_adamw")
         del extra_args
         if params is None:
             raise ValueError(_NEEDS_PARAMS.format(name="dadapt_adamw"))
@@ -348,6 +356,7 @@ def scale_by_dog(init_step: InitStep, eps: float = 1e-8) -> GradientTransformati
         return DoGState(jnp.asarray(True), params, jnp.asarray(r_eps, dtype), jnp.zeros([], dtype))
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, DoGState, "scale_by_dog")
         del extra_args
         if params is None:
             raise ValueError(_NEEDS_PARAMS.format(name="scale_by_dog"))
@@ -440,6 +449,7 @@ def scale_by_dowg(init_estim_sq_dist: float | None = None, eps: float = 1e-4) ->
         return DoWGState(params, jnp.zeros([], dtype), jnp.asarray(r0_sq, dtype))
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, DoWGState, "scale_by_dowg")
         del extra_args
         if params is None:
             raise ValueError(_NEEDS_PARAMS.format(name="scale_by_dowg"))
@@ -532,6 +542,7 @@ def scale_by_cocob(alpha: float = 100.0, eps: float = 1e-8) -> GradientTransform
         return COCOBState(params, zeros, jax.tree.map(lambda p: jnp.full_like(p, eps), params), zeros, zeros)
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, COCOBState, "scale_by_cocob")
         del extra_args
         if params is None:
             raise ValueError(_NEEDS_PARAMS.format(name="scale_by_cocob"))

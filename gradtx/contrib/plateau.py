@@ -11,7 +11,7 @@ from gradtx import tree as gtree
 from gradtx.base import Params
 from gradtx.extra_args import GradientTransformationExtraArgs
 from gradtx.tree_utils import saturating_increment
-from gradtx.validation import check_non_negative, check_schedule_arguments
+from gradtx.validation import check_non_negative, check_schedule_arguments, check_state_type
 
 
 class ReduceLROnPlateauState(NamedTuple):
@@ -119,6 +119,7 @@ def reduce_on_plateau(
         )
 
     def update_fn(updates, state, params=None, *, value=None, **extra_args):
+        check_state_type(state, ReduceLROnPlateauState, "reduce_on_plateau")
         del params, extra_args
         if value is None:
             raise ValueError("reduce_on_plateau needs the loss: call update(updates, state, params, value=loss).")

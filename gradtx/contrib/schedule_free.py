@@ -29,6 +29,7 @@ from gradtx.validation import (
     check_non_negative,
     check_positive,
     check_schedule_arguments,
+    check_state_type,
 )
 
 
@@ -134,6 +135,7 @@ def schedule_free(
         )
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, ScheduleFreeState, "schedule_free")
         if params is None:
             raise ValueError("schedule_free needs params: call update(updates, state, params).")
         check_trees_match(updates, state.z, name="updates", reference_name="schedule_free z")

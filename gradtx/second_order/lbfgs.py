@@ -172,6 +172,7 @@ def scale_by_lbfgs(memory_size: int = 10, scale_init_precond: bool = True) -> Gr
         )
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, ScaleByLBFGSState, "scale_by_lbfgs")
         del extra_args
         params = require_params(params, "scale_by_lbfgs")
         check_trees_match(updates, params, name="updates", reference_name="params")
