@@ -191,6 +191,8 @@ STATELESS = {
     "named_chain": lambda: gradtx.named_chain(("clip", gradtx.clip(1.0)), ("scale", gradtx.scale(-0.1))),
     "apply_if_finite": lambda: gradtx.apply_if_finite(gradtx.sgd(0.1), 3),
     "inject_hyperparams": lambda: gradtx.inject_hyperparams(gradtx.sgd)(0.1),
+    "keep_params_nonnegative": lambda: gradtx.keep_params_nonnegative(),
+    "inject_stateful_hyperparams": lambda: gradtx.inject_stateful_hyperparams(gradtx.sgd)(0.1),
     # The Optax families merged later.
     "adafactor": lambda: gradtx.adafactor(0.1, min_dim_size_to_factor=2),
     "add_noise": lambda: gradtx.add_noise(0.01, 0.55, key=0),

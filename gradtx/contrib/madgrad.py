@@ -81,7 +81,7 @@ def scale_by_madgrad(
         check_state_type(state, MadgradState, "scale_by_madgrad")
         del extra_args
         if params is None:
-            raise ValueError("scale_by_madgrad needs params: call update(updates, state, params).")
+            raise ValueError("scale_by_madgrad needs the parameters: call update(updates, state, params).")
         check_trees_match(updates, state.s, name="updates", reference_name="madgrad state")
         lr = value_at(learning_rate, state.count)
         lamb = (lr + eps) * jnp.sqrt(state.count + 1.0)

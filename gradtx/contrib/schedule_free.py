@@ -137,7 +137,7 @@ def schedule_free(
     def update_fn(updates, state, params=None, **extra_args):
         check_state_type(state, ScheduleFreeState, "schedule_free")
         if params is None:
-            raise ValueError("schedule_free needs params: call update(updates, state, params).")
+            raise ValueError("schedule_free needs the parameters: call update(updates, state, params).")
         check_trees_match(updates, state.z, name="updates", reference_name="schedule_free z")
         dtype = state.max_lr.dtype
         lr = jnp.asarray(value_at(learning_rate, state.step_count), dtype)
