@@ -16,6 +16,7 @@ from gradtx.base import GradientTransformation, OptState, Params, PyTree, statel
 from gradtx.combinators import chain
 from gradtx.extra_args import GradientTransformationExtraArgs, with_extra_args_support
 from gradtx.momentum import ema
+from gradtx.tree_utils import check_updates_match_params
 from gradtx.validation import check_state_type
 
 
@@ -51,6 +52,7 @@ def snapshot(measure_name: str, measure: Callable[[PyTree], PyTree]) -> Gradient
 
     def update_fn(updates, state, params=None, **extra_args):
         check_state_type(state, SnapshotState, "snapshot")
+        check_updates_match_params(updates, params, "snapshot")
         del state, params, extra_args
         return updates, SnapshotState({measure_name: measure(updates)})
 

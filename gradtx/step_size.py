@@ -15,7 +15,14 @@ import numpy as np
 from gradtx.base import EmptyState, GradientTransformation, Params, PyTree, ScalarOrSchedule
 from gradtx.combinators import chain
 from gradtx.scaling import scale_by_learning_rate
-from gradtx.tree_utils import cast_like, check_float_leaves, check_trees_match, tree_cast, tree_sum_of_squares
+from gradtx.tree_utils import (
+    cast_like,
+    check_float_leaves,
+    check_trees_match,
+    check_updates_match_params,
+    tree_cast,
+    tree_sum_of_squares,
+)
 from gradtx.validation import (
     check_empty_state,
     check_non_negative,
@@ -64,6 +71,7 @@ def scale_by_polyak(
 
     def update_fn(updates, state, params=None, *, value: Any = None, **extra_args):
         check_empty_state(state, "scale_by_polyak")
+        check_updates_match_params(updates, params, "scale_by_polyak")
         del params, extra_args
         if value is None:
             raise ValueError(

@@ -17,6 +17,7 @@ from gradtx.scaling import scale_by_learning_rate
 from gradtx.tree_utils import (
     cast_like,
     check_float_leaves,
+    check_updates_match_params,
     saturating_increment,
     zero_step_count,
 )
@@ -77,6 +78,7 @@ def add_noise(eta: float, gamma: float, key: jax.Array | int | None = None) -> G
 
     def update_fn(updates, state, params=None, **extra_args):
         check_state_type(state, AddNoiseState, "add_noise")
+        check_updates_match_params(updates, params, "add_noise")
         del params, extra_args
         count = saturating_increment(state.count)
         rng_key, sample_key = jax.random.split(state.rng_key)

@@ -200,7 +200,7 @@ STATELESS = {
     "clip_by_block_rms": lambda: gradtx.clip_by_block_rms(1.0),
     "fromage": lambda: gradtx.fromage(0.1),
     "galore": lambda: gradtx.galore(0.1, rank=1),
-    "measure_with_ema": lambda: gradtx.measure_with_ema(lambda u: gradtx.tree_global_norm(u), 0.9),
+    "measure_with_ema": lambda: gradtx.measure_with_ema(lambda u: u, 0.9),  # the measure keeps the tree
     "monitor": lambda: gradtx.monitor({"norm": lambda u: gradtx.tree_global_norm(u)}),
     "noisy_sgd": lambda: gradtx.noisy_sgd(0.1, key=0),
     "normalize_by_update_norm": lambda: gradtx.normalize_by_update_norm(),
@@ -281,9 +281,8 @@ STATEFUL = {
     "scale_by_lbfgs": lambda: gradtx.scale_by_lbfgs(),
     "scale_by_lion": lambda: gradtx.scale_by_lion(),
     "scale_by_madgrad": lambda: gradtx.scale_by_madgrad(0.1),
-    "scale_by_muon": lambda: gradtx.scale_by_muon(
-        weight_dimension_numbers={"w": gradtx.MuonDimensionNumbers(), "b": None}
-    ),
+    # Muon orthogonalizes matrices only: the vector b is masked out, as muon() routes it to Adam.
+    "scale_by_muon": lambda: gradtx.masked(gradtx.scale_by_muon(), {"w": True, "b": False}),
     "scale_by_nadam": lambda: gradtx.scale_by_nadam(),
     "scale_by_novograd": lambda: gradtx.scale_by_novograd(),
     "scale_by_optimistic_gradient": lambda: gradtx.scale_by_optimistic_gradient(),

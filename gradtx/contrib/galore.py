@@ -14,7 +14,7 @@ from gradtx.base import GradientTransformation, OptState, Params, PyTree, Scalar
 from gradtx.combinators import MaskOrFn, chain
 from gradtx.regularization import add_decayed_weights
 from gradtx.scaling import scale_by_learning_rate
-from gradtx.tree_utils import saturating_increment, zero_step_count
+from gradtx.tree_utils import check_updates_match_params, saturating_increment, zero_step_count
 from gradtx.validation import check_schedule_arguments, check_state_type
 
 
@@ -139,6 +139,7 @@ def scale_by_galore(
 
     def update_fn(updates, state, params=None, **extra_args):
         check_state_type(state, GaLoreState, "scale_by_galore")
+        check_updates_match_params(updates, params, "scale_by_galore")
         del params, extra_args
         refresh = state.count % update_proj_gap == 0
         leaves, treedef = jax.tree.flatten(updates)

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from gradtx import tree as gtree
 from gradtx.base import Params
 from gradtx.extra_args import GradientTransformationExtraArgs
-from gradtx.tree_utils import saturating_increment
+from gradtx.tree_utils import check_updates_match_params, saturating_increment
 from gradtx.validation import check_non_negative, check_schedule_arguments, check_state_type
 
 
@@ -120,6 +120,7 @@ def reduce_on_plateau(
 
     def update_fn(updates, state, params=None, *, value=None, **extra_args):
         check_state_type(state, ReduceLROnPlateauState, "reduce_on_plateau")
+        check_updates_match_params(updates, params, "reduce_on_plateau")
         del params, extra_args
         if value is None:
             raise ValueError("reduce_on_plateau needs the loss: call update(updates, state, params, value=loss).")

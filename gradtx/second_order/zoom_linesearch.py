@@ -25,6 +25,7 @@ from gradtx.second_order._common import (
     tree_inner,
 )
 from gradtx.tree import add_scale, cast_like, real, scale, where, zeros_like
+from gradtx.tree_utils import check_updates_match_params
 from gradtx.validation import check_schedule_arguments, check_state_type
 
 # Diagnostics printed with ``verbose=True`` (the same sentences as Optax's, so logs read the same).
@@ -245,6 +246,7 @@ def scale_by_zoom_linesearch(
         **extra_args: Any,
     ) -> tuple[PyTree, ScaleByZoomLinesearchState]:
         check_state_type(state, ScaleByZoomLinesearchState, "scale_by_zoom_linesearch")
+        check_updates_match_params(updates, params, "scale_by_zoom_linesearch")
         if value_fn is None:
             raise TypeError(
                 "scale_by_zoom_linesearch.update needs the objective: pass value_fn=f (params -> scalar), "
