@@ -6,6 +6,8 @@ gradient it is optimistic gradient descent, chained after Adam's scaling it is O
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Any, NamedTuple
 
 import jax
@@ -84,6 +86,20 @@ def optimistic_gradient_descent(
     return chain(scale_by_optimistic_gradient(alpha, beta), scale_by_learning_rate(learning_rate))
 
 
+def _schedule_needs_v2(builder: Any) -> Any:
+    """Points a schedule given as ``optimistic_adam``'s learning_rate to ``optimistic_adam_v2``."""
+    signature = inspect.signature(builder)
+
+    @functools.wraps(builder)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        if callable(signature.bind_partial(*args, **kwargs).arguments.get("learning_rate")):
+            raise TypeError("optimistic_adam takes a number as learning_rate; use optimistic_adam_v2 for a schedule.")
+        return builder(*args, **kwargs)
+
+    return checked
+
+
+@_schedule_needs_v2
 @check_schedule_arguments
 def optimistic_adam(
     learning_rate: float,
