@@ -181,6 +181,7 @@ def apply_every(k: int = 1) -> GradientTransformation:
         return ApplyEvery(zero_step_count(), tree_zeros_like(params))
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, ApplyEvery, "apply_every")
         del params, extra_args
         check_trees_match(updates, state.grad_acc, name="updates", reference_name="apply_every accumulator")
         position = state.count % k

@@ -34,7 +34,13 @@ from gradtx.tree_utils import (
     tree_zeros_like,
     zero_step_count,
 )
-from gradtx.validation import check_decay, check_non_negative, check_positive
+from gradtx.validation import (
+    check_decay,
+    check_non_negative,
+    check_positive,
+    check_schedule_arguments,
+    check_state_type,
+)
 
 
 def _ema(g: jax.Array, m: jax.Array, decay: Any) -> jax.Array:
@@ -80,6 +86,7 @@ class ScaleByBeliefState(NamedTuple):
     nu: PyTree
 
 
+@check_schedule_arguments
 def scale_by_belief(
     b1: float = 0.9,
     b2: float = 0.999,
@@ -117,6 +124,7 @@ def scale_by_belief(
         return ScaleByBeliefState(zero_step_count(), tree_zeros_like(params), tree_real_zeros_like(params))
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, ScaleByBeliefState, "scale_by_belief")
         del params, extra_args
         check_trees_match(updates, state.mu, name="updates", reference_name="belief state")
         # Why: in float32 (g - m)^2 is inf for |g| > 1.8e19, and an inf never leaves a moving average.
@@ -141,6 +149,7 @@ class RadamState(NamedTuple):
     nu: PyTree
 
 
+@check_schedule_arguments
 def scale_by_radam(
     b1: float = 0.9,
     b2: float = 0.999,
@@ -185,6 +194,7 @@ def scale_by_radam(
         return RadamState(zero_step_count(), tree_zeros_like(params), tree_real_zeros_like(params))
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, RadamState, "scale_by_radam")
         del params, extra_args
         check_trees_match(updates, state.mu, name="updates", reference_name="radam state")
         # Why: in float32 g^2 is inf for |g| > 1.8e19, and an inf never leaves a moving average.
@@ -220,6 +230,7 @@ class YogiState(NamedTuple):
     nu: PyTree
 
 
+@check_schedule_arguments
 def scale_by_yogi(
     b1: float = 0.9,
     b2: float = 0.999,
@@ -256,6 +267,7 @@ def scale_by_yogi(
         return YogiState(zero_step_count(), tree_full_like(params, start), tree_real_full_like(params, start))
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, YogiState, "scale_by_yogi")
         del params, extra_args
         check_trees_match(updates, state.mu, name="updates", reference_name="yogi state")
         # Why: in float32 g^2 is inf for |g| > 1.8e19, and inf - inf in v would be NaN.
@@ -275,6 +287,7 @@ def scale_by_yogi(
     return GradientTransformation(init_fn, update_fn)
 
 
+@check_schedule_arguments
 def adabelief(
     learning_rate: ScalarOrSchedule,
     b1: float = 0.9,
@@ -293,6 +306,7 @@ def adabelief(
     return chain(scale_by_belief(b1, b2, eps, eps_root, nesterov=nesterov), scale_by_learning_rate(learning_rate))
 
 
+@check_schedule_arguments
 def radam(
     learning_rate: ScalarOrSchedule,
     b1: float = 0.9,
@@ -315,6 +329,7 @@ def radam(
     )
 
 
+@check_schedule_arguments
 def yogi(
     learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-3
 ) -> GradientTransformation:
@@ -328,6 +343,7 @@ def yogi(
     return chain(scale_by_yogi(b1, b2, eps), scale_by_learning_rate(learning_rate))
 
 
+@check_schedule_arguments
 def adamaxw(
     learning_rate: ScalarOrSchedule,
     b1: float = 0.9,
@@ -357,6 +373,7 @@ class ScaleByNadamState(NamedTuple):
     nu: PyTree
 
 
+@check_schedule_arguments
 def scale_by_nadam(
     b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, momentum_decay: float = 4e-3
 ) -> GradientTransformation:
@@ -392,6 +409,7 @@ def scale_by_nadam(
         return ScaleByNadamState(zero_step_count(), ones, tree_zeros_like(params), tree_zeros_like(params))
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, ScaleByNadamState, "scale_by_nadam")
         del params, extra_args
         check_trees_match(updates, state.mu, name="updates", reference_name="nadam state")
         updates = jax.tree.map(clip_for_square, updates, state.nu)
@@ -417,6 +435,7 @@ def scale_by_nadam(
     return GradientTransformation(init_fn, update_fn)
 
 
+@check_schedule_arguments
 def nadamw(
     learning_rate: ScalarOrSchedule,
     b1: ScalarOrSchedule = 0.9,

@@ -27,7 +27,13 @@ from gradtx.tree_utils import (
     tree_zeros_like,
     zero_step_count,
 )
-from gradtx.validation import check_decay, check_non_negative, check_positive
+from gradtx.validation import (
+    check_decay,
+    check_non_negative,
+    check_positive,
+    check_schedule_arguments,
+    check_state_type,
+)
 
 
 class ScaleByAdanState(NamedTuple):
@@ -40,6 +46,7 @@ class ScaleByAdanState(NamedTuple):
     t: jax.Array
 
 
+@check_schedule_arguments
 def scale_by_adan(
     b1: float = 0.98,
     b2: float = 0.92,
@@ -88,6 +95,7 @@ def scale_by_adan(
         return ScaleByAdanState(zeros, zeros, tree_real_zeros_like(params), zeros, zero_step_count())
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, ScaleByAdanState, "scale_by_adan")
         del params, extra_args
         check_trees_match(updates, state.m, name="updates", reference_name="adan state")
         # Why: in float32 g^2 is inf for |g| > 1.8e19, and an inf never leaves a moving average.
@@ -132,6 +140,7 @@ def _proximal_weight_decay(learning_rate: ScalarOrSchedule, weight_decay: Scalar
     return GradientTransformation(init_fn, update_fn)
 
 
+@check_schedule_arguments
 def adan(
     learning_rate: ScalarOrSchedule,
     b1: float = 0.98,

@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 
 from gradtx.base import EmptyState, GradientTransformation, Params, PyTree
-from gradtx.tree_utils import abs_sq, cast_like, path_to_str, tree_global_norm
-from gradtx.validation import check_non_negative, check_positive, check_schedule_arguments
+from gradtx.tree_utils import abs_sq, cast_like, check_updates_match_params, path_to_str, tree_global_norm
+from gradtx.validation import check_empty_state, check_non_negative, check_positive, check_schedule_arguments
 
 
 def _empty_init(params: Params) -> EmptyState:
@@ -52,6 +52,8 @@ def clip_by_block_rms(threshold: float) -> GradientTransformation:
         return g / cast_like(jnp.maximum(1.0, rms / threshold), g)
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_empty_state(state, "clip_by_block_rms")
+        check_updates_match_params(updates, params, "clip_by_block_rms")
         del params, extra_args
         return jax.tree.map(clip_block, updates), state
 

@@ -21,7 +21,7 @@ from gradtx.base import (
     PyTree,
 )
 from gradtx.tree_utils import check_updates_match_params, path_to_str
-from gradtx.validation import check_empty_state, check_state_type
+from gradtx.validation import check_empty_state, check_schedule_arguments, check_state_type
 
 
 def _accepts_extra_args(update_fn: Callable) -> bool:
@@ -309,6 +309,7 @@ def freeze(mask: MaskOrFn) -> GradientTransformation:
     return masked(set_to_zero(), mask)
 
 
+@check_schedule_arguments
 def selective_transform(
     optimizer: GradientTransformation, *, freeze_mask: bool | jax.Array | PyTree
 ) -> GradientTransformation:

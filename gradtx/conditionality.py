@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from gradtx.base import GradientTransformation, OptState, Params
 from gradtx.extra_args import GradientTransformationExtraArgs, with_extra_args_support
 from gradtx.tree_utils import saturating_increment, zero_step_count
+from gradtx.validation import check_state_type
 
 
 class ConditionFn(Protocol):
@@ -73,6 +74,8 @@ def _build(inner: Any, should_transform_fn: ConditionFn, forward_extra_args: boo
         return make_state(zero_step_count(), inner.init(params))
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, ConditionallyMaskState if mask else ConditionallyTransformState, name)
+
         def run(operands):
             updates, inner_state = operands
             new_updates, new_state = inner.update(updates, inner_state, params, **extra_args)

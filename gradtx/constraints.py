@@ -12,8 +12,8 @@ import jax
 import jax.numpy as jnp
 
 from gradtx.base import EmptyState, GradientTransformation, Params
-from gradtx.tree_utils import cast_like, check_trees_match, tree_global_norm
-from gradtx.validation import check_non_negative, check_schedule_arguments
+from gradtx.tree_utils import cast_like, check_trees_match, check_updates_match_params, tree_global_norm
+from gradtx.validation import check_empty_state, check_non_negative, check_schedule_arguments
 
 NonNegativeParamsState = EmptyState
 
@@ -42,6 +42,7 @@ def keep_params_nonnegative() -> GradientTransformation:
     """
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_empty_state(state, "keep_params_nonnegative")
         del extra_args
         if params is None:
             raise ValueError("keep_params_nonnegative needs the parameters: call update(updates, state, params).")
@@ -78,6 +79,8 @@ def centralize() -> GradientTransformation:
     """
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_empty_state(state, "centralize")
+        check_updates_match_params(updates, params, "centralize")
         del params, extra_args
         return jax.tree.map(_subtract_mean, updates), state
 
@@ -106,6 +109,8 @@ def normalize_by_update_norm(scale_factor: float = 1.0, eps: float = 1e-6) -> Gr
     check_non_negative(eps, "eps")
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_empty_state(state, "normalize_by_update_norm")
+        check_updates_match_params(updates, params, "normalize_by_update_norm")
         del params, extra_args
         factor = scale_factor / (tree_global_norm(updates) + eps)
         return jax.tree.map(lambda g: g * cast_like(factor, g), updates), state

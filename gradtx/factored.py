@@ -29,7 +29,13 @@ from gradtx.tree_utils import (
     tree_zeros_like,
     zero_step_count,
 )
-from gradtx.validation import check_decay, check_non_negative, check_positive
+from gradtx.validation import (
+    check_decay,
+    check_non_negative,
+    check_positive,
+    check_schedule_arguments,
+    check_state_type,
+)
 
 
 def _decay_rate_pow(step: jax.Array, exponent: float = 0.8) -> jax.Array:
@@ -71,6 +77,7 @@ class FactoredState(NamedTuple):
     v: PyTree
 
 
+@check_schedule_arguments
 def scale_by_factored_rms(
     factored: bool = True,
     decay_rate: float = 0.8,
@@ -153,6 +160,7 @@ def scale_by_factored_rms(
         )
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, FactoredState, "scale_by_factored_rms")
         del params, extra_args
         check_trees_match(updates, _expected_shapes(state, updates), name="updates", reference_name="factored state")
         beta = decay_rate_fn(state.count - step_offset, decay_rate)
@@ -219,6 +227,7 @@ def _scale_by_param_block_rms(min_scale: float = 1e-3) -> GradientTransformation
     return GradientTransformation(init_fn, update_fn)
 
 
+@check_schedule_arguments
 def adafactor(
     learning_rate: ScalarOrSchedule | None = None,
     min_dim_size_to_factor: int = 128,
@@ -297,6 +306,7 @@ class ScaleBySM3State(NamedTuple):
     nu: PyTree
 
 
+@check_schedule_arguments
 def scale_by_sm3(b1: float = 0.9, b2: float = 1.0, eps: float = 1e-8) -> GradientTransformation:
     """SM3-II scaling: a second moment bounded by one accumulator per row, column, ... of each leaf.
 
@@ -339,6 +349,7 @@ def scale_by_sm3(b1: float = 0.9, b2: float = 1.0, eps: float = 1e-8) -> Gradien
         return ScaleBySM3State(jax.tree.map(covers, params), tree_zeros_like(params))
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, ScaleBySM3State, "scale_by_sm3")
         del params, extra_args
         check_trees_match(updates, state.nu, name="updates", reference_name="sm3 state")
 
@@ -367,6 +378,7 @@ def scale_by_sm3(b1: float = 0.9, b2: float = 1.0, eps: float = 1e-8) -> Gradien
     return GradientTransformation(init_fn, update_fn)
 
 
+@check_schedule_arguments
 def sm3(learning_rate: ScalarOrSchedule, momentum: float = 0.9) -> GradientTransformation:
     """SM3: ``w_t = w_{t-1} - eta_t m_t`` with ``m_t`` from ``scale_by_sm3(b1=momentum)``.
 

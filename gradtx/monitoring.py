@@ -16,6 +16,8 @@ from gradtx.base import GradientTransformation, OptState, Params, PyTree, statel
 from gradtx.combinators import chain
 from gradtx.extra_args import GradientTransformationExtraArgs, with_extra_args_support
 from gradtx.momentum import ema
+from gradtx.tree_utils import check_updates_match_params
+from gradtx.validation import check_state_type
 
 
 class SnapshotState(NamedTuple):
@@ -49,6 +51,8 @@ def snapshot(measure_name: str, measure: Callable[[PyTree], PyTree]) -> Gradient
         return SnapshotState({measure_name: measure(params)})
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, SnapshotState, "snapshot")
+        check_updates_match_params(updates, params, "snapshot")
         del state, params, extra_args
         return updates, SnapshotState({measure_name: measure(updates)})
 
@@ -114,6 +118,7 @@ def monitor(
         return MonitorState(measurements, states)
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, MonitorState, "monitor")
         measurements, new_states = {}, []
         for name, measure_state in zip(names, state.measure_states):
             measurements[name], measure_state = transforms[name].update(updates, measure_state, params, **extra_args)

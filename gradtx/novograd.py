@@ -24,7 +24,13 @@ from gradtx.tree_utils import (
     tree_zeros_like,
     zero_step_count,
 )
-from gradtx.validation import check_decay, check_non_negative, check_positive
+from gradtx.validation import (
+    check_decay,
+    check_non_negative,
+    check_positive,
+    check_schedule_arguments,
+    check_state_type,
+)
 
 
 class ScaleByNovogradState(NamedTuple):
@@ -35,6 +41,7 @@ class ScaleByNovogradState(NamedTuple):
     nu: PyTree
 
 
+@check_schedule_arguments
 def scale_by_novograd(
     b1: float = 0.9,
     b2: float = 0.25,
@@ -80,6 +87,7 @@ def scale_by_novograd(
         return ScaleByNovogradState(zero_step_count(), tree_zeros_like(params, mu_dtype), nu)
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, ScaleByNovogradState, "scale_by_novograd")
         del extra_args
         check_trees_match(updates, state.mu, name="updates", reference_name="novograd state")
         if params is None:
@@ -107,6 +115,7 @@ def scale_by_novograd(
     return GradientTransformation(init_fn, update_fn)
 
 
+@check_schedule_arguments
 def novograd(
     learning_rate: ScalarOrSchedule,
     b1: float = 0.9,

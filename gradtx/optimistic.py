@@ -6,6 +6,8 @@ gradient it is optimistic gradient descent, chained after Adam's scaling it is O
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Any, NamedTuple
 
 import jax
@@ -16,7 +18,7 @@ from gradtx.base import GradientTransformation, Params, PyTree, ScalarOrSchedule
 from gradtx.combinators import chain
 from gradtx.scaling import scale_by_learning_rate
 from gradtx.tree_utils import cast_like, check_float_leaves, check_trees_match, tree_zeros_like
-from gradtx.validation import check_non_negative
+from gradtx.validation import check_non_negative, check_schedule_arguments, check_state_type
 
 
 def _check_number(value: Any, name: str) -> None:
@@ -32,6 +34,7 @@ class ScaleByOptimisticGradientState(NamedTuple):
     previous_gradient: PyTree
 
 
+@check_schedule_arguments
 def scale_by_optimistic_gradient(alpha: float = 1.0, beta: float = 1.0) -> GradientTransformation:
     """Optimistic extrapolation of the incoming updates.
 
@@ -55,6 +58,7 @@ def scale_by_optimistic_gradient(alpha: float = 1.0, beta: float = 1.0) -> Gradi
         return ScaleByOptimisticGradientState(jnp.array(True), tree_zeros_like(params))
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, ScaleByOptimisticGradientState, "scale_by_optimistic_gradient")
         del params, extra_args
         check_trees_match(updates, state.previous_gradient, name="updates", reference_name="optimistic state")
 
@@ -68,6 +72,7 @@ def scale_by_optimistic_gradient(alpha: float = 1.0, beta: float = 1.0) -> Gradi
     return GradientTransformation(init_fn, update_fn)
 
 
+@check_schedule_arguments
 def optimistic_gradient_descent(
     learning_rate: ScalarOrSchedule, alpha: float = 1.0, beta: float = 1.0
 ) -> GradientTransformation:
@@ -81,6 +86,21 @@ def optimistic_gradient_descent(
     return chain(scale_by_optimistic_gradient(alpha, beta), scale_by_learning_rate(learning_rate))
 
 
+def _schedule_needs_v2(builder: Any) -> Any:
+    """Points a schedule given as ``optimistic_adam``'s learning_rate to ``optimistic_adam_v2``."""
+    signature = inspect.signature(builder)
+
+    @functools.wraps(builder)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        if callable(signature.bind_partial(*args, **kwargs).arguments.get("learning_rate")):
+            raise TypeError("optimistic_adam takes a number as learning_rate; use optimistic_adam_v2 for a schedule.")
+        return builder(*args, **kwargs)
+
+    return checked
+
+
+@_schedule_needs_v2
+@check_schedule_arguments
 def optimistic_adam(
     learning_rate: float,
     optimism: float | None = None,
@@ -115,6 +135,7 @@ def optimistic_adam(
     )
 
 
+@check_schedule_arguments
 def optimistic_adam_v2(
     learning_rate: ScalarOrSchedule,
     *,

@@ -106,6 +106,7 @@ def scale_by_adagrad(
 ScaleByRssState = AdagradState
 
 
+@check_schedule_arguments
 def scale_by_rss(initial_accumulator_value: float = 0.1, eps: float = 1e-7) -> GradientTransformation:
     """Divides by the root of the sum of all squared gradients so far (AdaGrad's scaling).
 

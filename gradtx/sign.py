@@ -146,6 +146,7 @@ def scale_by_lion(
         return ScaleByLionState(zero_step_count(), tree_zeros_like(params, mu_dtype))
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, ScaleByLionState, "scale_by_lion")
         del params, extra_args
         check_trees_match(updates, state.mu, name="updates", reference_name="lion state")
         beta1, beta2 = value_at(b1, state.count), value_at(b2, state.count)

@@ -15,8 +15,21 @@ import numpy as np
 from gradtx.base import EmptyState, GradientTransformation, Params, PyTree, ScalarOrSchedule
 from gradtx.combinators import chain
 from gradtx.scaling import scale_by_learning_rate
-from gradtx.tree_utils import cast_like, check_float_leaves, check_trees_match, tree_cast, tree_sum_of_squares
-from gradtx.validation import check_non_negative, check_positive, check_schedule_arguments
+from gradtx.tree_utils import (
+    cast_like,
+    check_float_leaves,
+    check_trees_match,
+    check_updates_match_params,
+    tree_cast,
+    tree_sum_of_squares,
+)
+from gradtx.validation import (
+    check_empty_state,
+    check_non_negative,
+    check_positive,
+    check_schedule_arguments,
+    check_state_type,
+)
 
 _POLYAK_VARIANTS = ("sps", "sps+")
 # Optax's guard: below this ||g||^2 + eps the step is 0 rather than a division by ~0.
@@ -57,6 +70,8 @@ def scale_by_polyak(
         return EmptyState()
 
     def update_fn(updates, state, params=None, *, value: Any = None, **extra_args):
+        check_empty_state(state, "scale_by_polyak")
+        check_updates_match_params(updates, params, "scale_by_polyak")
         del params, extra_args
         if value is None:
             raise TypeError(  # a missing required argument, as Optax's signature makes it
@@ -177,6 +192,7 @@ def scale_by_distance_over_gradients(
         return ScaleByDistanceOverGradientsState(max_dist, sums, tree_cast(params, param_dtype))
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, ScaleByDistanceOverGradientsState, "scale_by_distance_over_gradients")
         del extra_args
         if params is None:
             raise ValueError(

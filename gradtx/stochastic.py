@@ -17,10 +17,11 @@ from gradtx.scaling import scale_by_learning_rate
 from gradtx.tree_utils import (
     cast_like,
     check_float_leaves,
+    check_updates_match_params,
     saturating_increment,
     zero_step_count,
 )
-from gradtx.validation import check_non_negative, check_schedule_arguments
+from gradtx.validation import check_non_negative, check_schedule_arguments, check_state_type
 
 
 class AddNoiseState(NamedTuple):
@@ -76,6 +77,8 @@ def add_noise(eta: float, gamma: float, key: jax.Array | int | None = None) -> G
         return AddNoiseState(zero_step_count(), initial_key)
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, AddNoiseState, "add_noise")
+        check_updates_match_params(updates, params, "add_noise")
         del params, extra_args
         count = saturating_increment(state.count)
         rng_key, sample_key = jax.random.split(state.rng_key)

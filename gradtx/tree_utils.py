@@ -162,8 +162,11 @@ def check_trees_match(
     tree_paths = jax.tree.leaves_with_path(tree)
     ref_paths = jax.tree.leaves_with_path(reference)
     if tree_def != ref_def:
-        tree_keys = [path_to_str(p) for p, _ in tree_paths]
-        ref_keys = [path_to_str(p) for p, _ in ref_paths]
+        # Subtrees without leaves (None, a masked-out node) count as leaves here, so that the message
+        # can name the path of one that the other tree lacks.
+        empty = lambda x: not jax.tree.leaves(x)  # noqa: E731
+        tree_keys = [path_to_str(p) for p, _ in jax.tree.leaves_with_path(tree, is_leaf=empty)]
+        ref_keys = [path_to_str(p) for p, _ in jax.tree.leaves_with_path(reference, is_leaf=empty)]
         for a, b in zip(tree_keys, ref_keys):
             if a != b:
                 raise ValueError(

@@ -25,7 +25,7 @@ from gradtx.tree_utils import (
     saturating_increment,
     zero_step_count,
 )
-from gradtx.validation import check_decay, check_non_negative, check_schedule_arguments
+from gradtx.validation import check_decay, check_empty_state, check_non_negative, check_schedule_arguments
 
 _PARAMS_REQUIRED = "{name} needs the parameters: call update(updates, state, params)."
 
@@ -86,6 +86,7 @@ def scale_by_trust_ratio(
         return EmptyState()
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_empty_state(state, "scale_by_trust_ratio")
         del extra_args
         _require_params(updates, params, "scale_by_trust_ratio")
 
@@ -125,6 +126,7 @@ def scale_by_param_block_norm(min_scale: float = 1e-3) -> GradientTransformation
         return EmptyState()
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_empty_state(state, "scale_by_param_block_norm")
         del extra_args
         _require_params(updates, params, "scale_by_param_block_norm")
 
@@ -161,6 +163,7 @@ def scale_by_param_block_rms(min_scale: float = 1e-3) -> GradientTransformation:
         return EmptyState()
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_empty_state(state, "scale_by_param_block_rms")
         del extra_args
         _require_params(updates, params, "scale_by_param_block_rms")
 

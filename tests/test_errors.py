@@ -191,6 +191,25 @@ STATELESS = {
     "named_chain": lambda: gradtx.named_chain(("clip", gradtx.clip(1.0)), ("scale", gradtx.scale(-0.1))),
     "apply_if_finite": lambda: gradtx.apply_if_finite(gradtx.sgd(0.1), 3),
     "inject_hyperparams": lambda: gradtx.inject_hyperparams(gradtx.sgd)(0.1),
+    "keep_params_nonnegative": lambda: gradtx.keep_params_nonnegative(),
+    "inject_stateful_hyperparams": lambda: gradtx.inject_stateful_hyperparams(gradtx.sgd)(0.1),
+    # The Optax families merged later.
+    "adafactor": lambda: gradtx.adafactor(0.1, min_dim_size_to_factor=2),
+    "add_noise": lambda: gradtx.add_noise(0.01, 0.55, key=0),
+    "centralize": lambda: gradtx.centralize(),
+    "clip_by_block_rms": lambda: gradtx.clip_by_block_rms(1.0),
+    "fromage": lambda: gradtx.fromage(0.1),
+    "galore": lambda: gradtx.galore(0.1, rank=1),
+    "measure_with_ema": lambda: gradtx.measure_with_ema(lambda u: u, 0.9),  # the measure keeps the tree
+    "monitor": lambda: gradtx.monitor({"norm": lambda u: gradtx.tree_global_norm(u)}),
+    "noisy_sgd": lambda: gradtx.noisy_sgd(0.1, key=0),
+    "normalize_by_update_norm": lambda: gradtx.normalize_by_update_norm(),
+    "scale_by_factored_rms": lambda: gradtx.scale_by_factored_rms(min_dim_size_to_factor=2),
+    "scale_by_galore": lambda: gradtx.scale_by_galore(rank=1),
+    "scale_by_param_block_norm": lambda: gradtx.scale_by_param_block_norm(),
+    "scale_by_param_block_rms": lambda: gradtx.scale_by_param_block_rms(),
+    "scale_by_trust_ratio": lambda: gradtx.scale_by_trust_ratio(),
+    "snapshot": lambda: gradtx.snapshot("norm", lambda u: gradtx.tree_global_norm(u)),
 }
 
 # Transformations with a per-leaf state, which they compare the updates with even without params.
@@ -219,6 +238,69 @@ STATEFUL = {
     "flatten": lambda: gradtx.flatten(gradtx.adam(0.1)),
     "masked_adam": lambda: gradtx.masked(gradtx.adam(0.1), {"w": True, "b": True}),
     "inject_hyperparams_adam": lambda: gradtx.inject_hyperparams(gradtx.adam)(0.1),
+    # The Optax families merged later.
+    "acprop": lambda: gradtx.acprop(0.1),
+    "adabelief": lambda: gradtx.adabelief(0.1),
+    "adamaxw": lambda: gradtx.adamaxw(0.1),
+    "adan": lambda: gradtx.adan(0.1),
+    "ademamix": lambda: gradtx.ademamix(0.1),
+    "adopt": lambda: gradtx.adopt(0.1),
+    "apply_every": lambda: gradtx.apply_every(2),
+    "cocob": lambda: gradtx.cocob(),
+    "conditionally_mask": lambda: gradtx.conditionally_mask(gradtx.adam(0.1), lambda step: step >= 0),
+    "conditionally_transform": lambda: gradtx.conditionally_transform(gradtx.adam(0.1), lambda step: step >= 0),
+    "dadapt_adamw": lambda: gradtx.dadapt_adamw(),
+    "dog": lambda: gradtx.dog(),
+    "dowg": lambda: gradtx.dowg(),
+    "lamb": lambda: gradtx.lamb(0.1),
+    "lars": lambda: gradtx.lars(0.1),
+    "lion": lambda: gradtx.lion(0.1),
+    "madgrad": lambda: gradtx.madgrad(0.1),
+    "mechanize": lambda: gradtx.mechanize(gradtx.adam(0.1)),
+    "multi_transform": lambda: gradtx.multi_transform(
+        {"a": gradtx.adam(0.1), "c": gradtx.sgd(0.1)}, {"w": "a", "b": "c"}
+    ),
+    "muon": lambda: gradtx.muon(0.1),
+    "nadamw": lambda: gradtx.nadamw(0.1),
+    "novograd": lambda: gradtx.novograd(0.1),
+    "optimistic_adam": lambda: gradtx.optimistic_adam(0.1),
+    "optimistic_adam_v2": lambda: gradtx.optimistic_adam_v2(0.1),
+    "optimistic_gradient_descent": lambda: gradtx.optimistic_gradient_descent(0.1),
+    "prodigy": lambda: gradtx.prodigy(),
+    "radam": lambda: gradtx.radam(0.1),
+    "sam": lambda: gradtx.sam(gradtx.sgd(0.1), gradtx.sgd(0.05)),
+    "scale_by_acprop": lambda: gradtx.scale_by_acprop(),
+    "scale_by_adan": lambda: gradtx.scale_by_adan(),
+    "scale_by_ademamix": lambda: gradtx.scale_by_ademamix(),
+    "scale_by_adopt": lambda: gradtx.scale_by_adopt(),
+    "scale_by_belief": lambda: gradtx.scale_by_belief(),
+    "scale_by_cocob": lambda: gradtx.scale_by_cocob(),
+    "scale_by_distance_over_gradients": lambda: gradtx.scale_by_distance_over_gradients(param_dtype=jnp.float64),
+    "scale_by_dog": lambda: gradtx.scale_by_dog(("heuristic", 1e-6)),
+    "scale_by_dowg": lambda: gradtx.scale_by_dowg(),
+    "scale_by_lbfgs": lambda: gradtx.scale_by_lbfgs(),
+    "scale_by_lion": lambda: gradtx.scale_by_lion(),
+    "scale_by_madgrad": lambda: gradtx.scale_by_madgrad(0.1),
+    # Muon orthogonalizes matrices only: the vector b is masked out, as muon() routes it to Adam.
+    "scale_by_muon": lambda: gradtx.masked(gradtx.scale_by_muon(), {"w": True, "b": False}),
+    "scale_by_nadam": lambda: gradtx.scale_by_nadam(),
+    "scale_by_novograd": lambda: gradtx.scale_by_novograd(),
+    "scale_by_optimistic_gradient": lambda: gradtx.scale_by_optimistic_gradient(),
+    "scale_by_radam": lambda: gradtx.scale_by_radam(),
+    "scale_by_rss": lambda: gradtx.scale_by_rss(),
+    "scale_by_simplified_ademamix": lambda: gradtx.scale_by_simplified_ademamix(),
+    "scale_by_sm3": lambda: gradtx.scale_by_sm3(),
+    "scale_by_stddev": lambda: gradtx.scale_by_stddev(),
+    "scale_by_yogi": lambda: gradtx.scale_by_yogi(),
+    "schedule_free": lambda: gradtx.schedule_free(gradtx.sgd(1.0), 0.1),
+    "schedule_free_adamw": lambda: gradtx.schedule_free_adamw(),
+    "schedule_free_sgd": lambda: gradtx.schedule_free_sgd(),
+    "selective_transform": lambda: gradtx.selective_transform(gradtx.adam(0.1), freeze_mask={"w": False, "b": True}),
+    "signum": lambda: gradtx.signum(0.1),
+    "simplified_ademamix": lambda: gradtx.simplified_ademamix(0.1),
+    "sm3": lambda: gradtx.sm3(0.1),
+    "split_real_and_imaginary": lambda: gradtx.split_real_and_imaginary(gradtx.adam(0.1)),
+    "yogi": lambda: gradtx.yogi(0.1),
 }
 
 # Second-order methods need the objective (extra argument value_fn=) and the parameters.
@@ -233,9 +315,43 @@ SECOND_ORDER = {
     "momentum_autotuner": lambda: gradtx.momentum_autotuner(),
 }
 
-ALL_BUILDERS = {**STATELESS, **STATEFUL, **SECOND_ORDER}
+# Transformations whose update needs the loss (value=), the objective (value_fn=, obj_fn=) or more.
+LOSS = lambda params: jnp.sum(params["w"] ** 2) + jnp.sum(params["b"] ** 2)  # noqa: E731
+EXTRA_ARGS = {
+    "VALUE_FN": {"value_fn": LOSS},
+    "VALUE": {"value": LOSS(P)},
+    "OBJ_FN": {"obj_fn": LOSS},
+    "LINESEARCH": {"value_fn": LOSS, "value": LOSS(P), "grad": jax.grad(LOSS)(P)},
+}
+WITH_EXTRA_ARGS = {
+    "lbfgs_solver": (lambda: gradtx.lbfgs_solver(), "VALUE_FN"),
+    "momo": (lambda: gradtx.momo(), "VALUE"),
+    "momo_adam": (lambda: gradtx.momo_adam(), "VALUE"),
+    "polyak_sgd": (lambda: gradtx.polyak_sgd(), "VALUE"),
+    "reduce_on_plateau": (lambda: gradtx.reduce_on_plateau(), "VALUE"),
+    "scale_by_backtracking_linesearch": (lambda: gradtx.scale_by_backtracking_linesearch(15), "LINESEARCH"),
+    "scale_by_polyak": (lambda: gradtx.scale_by_polyak(), "VALUE"),
+    "scale_by_sophia": (lambda: gradtx.scale_by_sophia(), "OBJ_FN"),
+    "scale_by_zoom_linesearch": (lambda: gradtx.scale_by_zoom_linesearch(15), "LINESEARCH"),
+    "sophia": (lambda: gradtx.sophia(0.1), "OBJ_FN"),
+}
+
+ALL_BUILDERS = {**STATELESS, **STATEFUL, **SECOND_ORDER, **{name: make for name, (make, _) in WITH_EXTRA_ARGS.items()}}
 # Public builders not in the tables above, with the reason.
-EXEMPT = {"zero1": "needs a device mesh; its inner transformation performs the checks (tests/test_distributed.py)"}
+EXEMPT = {
+    "zero1": "needs a device mesh; its inner transformation performs the checks (tests/test_distributed.py)",
+    "lookahead": "its params are LookaheadParams(fast, slow), not a tree like P; its fast optimizer checks them",
+    "dpsgd": "takes per-example gradients (a batch axis first on every leaf), unlike the tablesx27 gradients",
+    "hutchinson_estimator_diag_hessian": "ignores its updates (as Optax's); sophia, which uses it, is in STATEFUL",
+    "differentially_private_aggregate": "takes per-example gradients (a batch axis first on every leaf), like dpsgd",
+}
+
+
+def _extra(name: str) -> dict:
+    """The extra keyword arguments of ``update`` that the transformation ``name`` needs."""
+    if name in WITH_EXTRA_ARGS:
+        return EXTRA_ARGS[WITH_EXTRA_ARGS[name][1]]
+    return VALUE_FN if name in SECOND_ORDER else {}
 
 
 def test_every_public_builder_is_in_a_table():
@@ -254,7 +370,7 @@ def test_every_public_builder_is_in_a_table():
 @pytest.mark.parametrize("jit", [False, True])
 def test_wrong_gradient_with_params_names_the_path(name, jit):
     transform = ALL_BUILDERS[name]()
-    extra = VALUE_FN if name in SECOND_ORDER else {}
+    extra = _extra(name)
     state = transform.init(P)
 
     def update(updates):
@@ -301,7 +417,7 @@ def foreign_state(own_state):
 def test_foreign_state_is_a_clear_error(name):
     """Every transformation that keeps a state refuses one it did not build (no AttributeError)."""
     transform = ALL_BUILDERS[name]()
-    extra = VALUE_FN if name in SECOND_ORDER else {}
+    extra = _extra(name)
     foreign = foreign_state(transform.init(P))
     with pytest.raises((TypeError, ValueError), match=r"state") as error:
         transform.update(jax.tree.map(lambda p: 0.1 * p, P), foreign, P, **extra)

@@ -20,7 +20,7 @@ from gradtx.tree_utils import (
     tree_zeros_like,
     zero_step_count,
 )
-from gradtx.validation import check_decay, check_non_negative
+from gradtx.validation import check_decay, check_non_negative, check_schedule_arguments, check_state_type
 
 
 class ScaleByBeliefState(NamedTuple):
@@ -32,6 +32,7 @@ class ScaleByBeliefState(NamedTuple):
     nu: PyTree
 
 
+@check_schedule_arguments
 def scale_by_acprop(
     b1: float = 0.9,
     b2: float = 0.999,
@@ -71,6 +72,7 @@ def scale_by_acprop(
         return ScaleByBeliefState(zero_step_count(), tree_zeros_like(params), tree_zeros_like(params))
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, ScaleByBeliefState, "scale_by_acprop")
         del params, extra_args
         check_trees_match(updates, state.mu, name="updates", reference_name="acprop state")
         mu = jax.tree.map(lambda g, m: cast_like(b1, m) * m + cast_like(1 - b1, m) * g, updates, state.mu)
@@ -89,6 +91,7 @@ def scale_by_acprop(
     return GradientTransformation(init_fn, update_fn)
 
 
+@check_schedule_arguments
 def acprop(
     learning_rate: ScalarOrSchedule,
     b1: float = 0.9,

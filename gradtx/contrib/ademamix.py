@@ -22,7 +22,13 @@ from gradtx.tree_utils import (
     tree_zeros_like,
     zero_step_count,
 )
-from gradtx.validation import check_decay, check_non_negative, check_positive
+from gradtx.validation import (
+    check_decay,
+    check_non_negative,
+    check_positive,
+    check_schedule_arguments,
+    check_state_type,
+)
 
 
 def _ema(g: jax.Array, m: jax.Array, decay: Any) -> jax.Array:
@@ -44,6 +50,7 @@ class ScaleByAdemamixState(NamedTuple):
     nu: PyTree
 
 
+@check_schedule_arguments
 def scale_by_ademamix(
     b1: float = 0.9,
     b2: float = 0.999,
@@ -96,6 +103,7 @@ def scale_by_ademamix(
         return ScaleByAdemamixState(zero_step_count(), zero_step_count(), zeros, zeros, zeros)
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, ScaleByAdemamixState, "scale_by_ademamix")
         del params, extra_args
         check_trees_match(updates, state.m1, name="updates", reference_name="ademamix state")
         beta3 = value_at(b3, state.count_m2)
@@ -119,6 +127,7 @@ def scale_by_ademamix(
     return GradientTransformation(init_fn, update_fn)
 
 
+@check_schedule_arguments
 def ademamix(
     learning_rate: ScalarOrSchedule,
     b1: float = 0.9,
@@ -168,6 +177,7 @@ class ScaleBySimplifiedAdEMAMixState(NamedTuple):
     n: PyTree
 
 
+@check_schedule_arguments
 def scale_by_simplified_ademamix(
     b1: float = 0.99,
     b2: float = 0.95,
@@ -208,6 +218,7 @@ def scale_by_simplified_ademamix(
         return ScaleBySimplifiedAdEMAMixState(zero_step_count(), tree_zeros_like(params), tree_zeros_like(params))
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, ScaleBySimplifiedAdEMAMixState, "scale_by_simplified_ademamix")
         del params, extra_args
         check_trees_match(updates, state.m, name="updates", reference_name="simplified ademamix state")
         mix = value_at(alpha, state.t)
@@ -223,6 +234,7 @@ def scale_by_simplified_ademamix(
     return GradientTransformation(init_fn, update_fn)
 
 
+@check_schedule_arguments
 def simplified_ademamix(
     learning_rate: ScalarOrSchedule,
     b1: float = 0.99,

@@ -22,13 +22,14 @@ from gradtx.tree_utils import (
     tree_zeros_like,
     zero_step_count,
 )
-from gradtx.validation import check_decay, check_positive
+from gradtx.validation import check_decay, check_positive, check_schedule_arguments, check_state_type
 
 
 def _quarter_power(t: jax.Array) -> jax.Array:
     return t**0.25
 
 
+@check_schedule_arguments
 def scale_by_adopt(
     b1: float = 0.9,
     b2: float = 0.9999,
@@ -82,6 +83,7 @@ def scale_by_adopt(
         return AdamState(zero_step_count(), tree_zeros_like(params, mu_dtype), tree_zeros_like(params))
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, AdamState, "scale_by_adopt")
         del params, extra_args
         check_trees_match(updates, state.mu, name="updates", reference_name="adopt state")
         first = state.step_count == 0
@@ -108,6 +110,7 @@ def scale_by_adopt(
     return GradientTransformation(init_fn, update_fn)
 
 
+@check_schedule_arguments
 def adopt(
     learning_rate: ScalarOrSchedule,
     b1: float = 0.9,

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from gradtx.base import GradientTransformation, OptState, Params
 from gradtx.extra_args import with_extra_args_support
+from gradtx.validation import check_state_type
 
 
 class SplitRealAndImaginaryArrays(NamedTuple):
@@ -65,6 +66,7 @@ def split_real_and_imaginary(inner: GradientTransformation) -> GradientTransform
         return SplitRealAndImaginaryState(inner.init(jax.tree.map(_split, params)))
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, SplitRealAndImaginaryState, "split_real_and_imaginary")
         split_updates = jax.tree.map(_split, updates)
         split_params = None if params is None else jax.tree.map(_split, params)
         new_updates, inner_state = inner.update(split_updates, state.inner_state, split_params, **extra_args)

@@ -14,7 +14,8 @@ from gradtx.base import GradientTransformation, OptState, Params, PyTree, Scalar
 from gradtx.combinators import MaskOrFn, chain
 from gradtx.regularization import add_decayed_weights
 from gradtx.scaling import scale_by_learning_rate
-from gradtx.tree_utils import saturating_increment, zero_step_count
+from gradtx.tree_utils import check_updates_match_params, saturating_increment, zero_step_count
+from gradtx.validation import check_schedule_arguments, check_state_type
 
 
 class GaLoreDimensionNumbers(NamedTuple):
@@ -54,6 +55,7 @@ def _as_matrix(x: jax.Array, spec: GaLoreDimensionNumbers) -> tuple[jax.Array, C
     return matrix, lambda y: y.reshape(moved).transpose(inverse)
 
 
+@check_schedule_arguments
 def scale_by_galore(
     rank: int = 128,
     update_proj_gap: int = 200,
@@ -136,6 +138,8 @@ def scale_by_galore(
         return GaLoreState(zero_step_count(), base.init(unflatten(projected)), unflatten(projectors))
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, GaLoreState, "scale_by_galore")
+        check_updates_match_params(updates, params, "scale_by_galore")
         del params, extra_args
         refresh = state.count % update_proj_gap == 0
         leaves, treedef = jax.tree.flatten(updates)
@@ -174,6 +178,7 @@ def scale_by_galore(
     return GradientTransformation(init_fn, update_fn)
 
 
+@check_schedule_arguments
 def galore(
     learning_rate: ScalarOrSchedule,
     rank: int = 128,

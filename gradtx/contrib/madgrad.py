@@ -18,7 +18,13 @@ from gradtx.tree_utils import (
     tree_zeros_like,
     zero_step_count,
 )
-from gradtx.validation import check_closed_unit, check_non_negative, check_positive
+from gradtx.validation import (
+    check_closed_unit,
+    check_non_negative,
+    check_positive,
+    check_schedule_arguments,
+    check_state_type,
+)
 
 
 class MadgradState(NamedTuple):
@@ -31,6 +37,7 @@ class MadgradState(NamedTuple):
     x0: Params
 
 
+@check_schedule_arguments
 def scale_by_madgrad(
     learning_rate: ScalarOrSchedule,
     momentum: float = 0.9,
@@ -71,9 +78,10 @@ def scale_by_madgrad(
         return MadgradState(zero_step_count(), tree_zeros_like(params), tree_zeros_like(params), x0)
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, MadgradState, "scale_by_madgrad")
         del extra_args
         if params is None:
-            raise ValueError("scale_by_madgrad needs params: call update(updates, state, params).")
+            raise ValueError("scale_by_madgrad needs the parameters: call update(updates, state, params).")
         check_trees_match(updates, state.s, name="updates", reference_name="madgrad state")
         lr = value_at(learning_rate, state.count)
         lamb = (lr + eps) * jnp.sqrt(state.count + 1.0)
@@ -90,6 +98,7 @@ def scale_by_madgrad(
     return GradientTransformation(init_fn, update_fn)
 
 
+@check_schedule_arguments
 def madgrad(
     learning_rate: ScalarOrSchedule,
     momentum: float = 0.9,

@@ -11,7 +11,7 @@ from gradtx.base import GradientTransformation, OptState, Params, PyTree
 from gradtx.contrib.parameter_free import _scalar_dtype, _vdot
 from gradtx.extra_args import GradientTransformationExtraArgs, with_extra_args_support
 from gradtx.tree_utils import check_trees_match, saturating_increment, tree_global_norm, zero_step_count
-from gradtx.validation import check_non_negative, check_positive
+from gradtx.validation import check_non_negative, check_positive, check_schedule_arguments, check_state_type
 
 
 class MechanicState(NamedTuple):
@@ -31,6 +31,7 @@ class MechanicState(NamedTuple):
     x0: PyTree
 
 
+@check_schedule_arguments
 def mechanize(
     base_optimizer: GradientTransformation,
     weight_decay: float = 1e-2,
@@ -95,6 +96,7 @@ def mechanize(
         )
 
     def update_fn(updates, state, params=None, **extra_args: Any):
+        check_state_type(state, MechanicState, "mechanize")
         if params is None:
             raise ValueError("mechanize needs the parameters: call update(updates, state, params).")
         check_trees_match(updates, state.x0, name="updates", reference_name="mechanic state")

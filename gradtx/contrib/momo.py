@@ -19,7 +19,13 @@ from gradtx.tree_utils import (
     tree_zeros_like,
     zero_step_count,
 )
-from gradtx.validation import check_decay, check_non_negative, check_positive
+from gradtx.validation import (
+    check_decay,
+    check_non_negative,
+    check_positive,
+    check_schedule_arguments,
+    check_state_type,
+)
 
 # Below this squared norm of the momentum no step is taken (Optax's threshold, float64's epsilon).
 _TINY_NORM = float(np.finfo(np.float64).eps)
@@ -51,6 +57,7 @@ def _proximal_step(direction, params, tau, alpha, weight_decay):
     )
 
 
+@check_schedule_arguments
 def momo(
     learning_rate: ScalarOrSchedule = 1.0,
     beta: float = 0.9,
@@ -106,6 +113,7 @@ def momo(
         return MomoState(tree_zeros_like(params), zero, zero, jnp.asarray(lower_bound, dtype), zero_step_count())
 
     def update_fn(updates, state, params=None, *, value=None, **extra_args):
+        check_state_type(state, MomoState, "momo")
         del extra_args
         if params is None:
             raise ValueError("momo needs the parameters: call update(updates, state, params, value=loss).")
@@ -149,6 +157,7 @@ class MomoAdamState(NamedTuple):
     count: jax.Array
 
 
+@check_schedule_arguments
 def momo_adam(
     learning_rate: ScalarOrSchedule = 1e-2,
     b1: float = 0.9,
@@ -208,6 +217,7 @@ def momo_adam(
         return MomoAdamState(zeros, zeros, zero, zero, jnp.asarray(lower_bound, dtype), zero_step_count())
 
     def update_fn(updates, state, params=None, *, value=None, **extra_args):
+        check_state_type(state, MomoAdamState, "momo_adam")
         del extra_args
         if params is None:
             raise ValueError("momo_adam needs the parameters: call update(updates, state, params, value=loss).")

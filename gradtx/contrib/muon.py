@@ -28,7 +28,7 @@ from gradtx.tree_utils import (
     tree_zeros_like,
     zero_step_count,
 )
-from gradtx.validation import check_decay, check_non_negative
+from gradtx.validation import check_decay, check_non_negative, check_schedule_arguments, check_state_type
 
 # Jordan's quintic coefficients (modded-nanogpt): the slope at 0 is 3.4445, so 5 steps lift
 # singular values as small as ~1e-3 into [0.7, 1.2] (the output is U S' V^T, S' ~ 1, not U V^T).
@@ -176,6 +176,7 @@ class MuonState(NamedTuple):
     ns_coeffs: jax.Array
 
 
+@check_schedule_arguments
 def scale_by_muon(
     ns_coeffs: Any = _JORDAN_COEFFS,
     ns_steps: int = 5,
@@ -242,6 +243,7 @@ def scale_by_muon(
         return MuonState(zero_step_count(), tree_zeros_like(params, mu_dtype), coeffs)
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, MuonState, "scale_by_muon")
         del params, extra_args
         check_trees_match(updates, state.mu, name="updates", reference_name="muon state")
         specs = _specs_for(weight_dimension_numbers, updates)
@@ -284,6 +286,7 @@ def _scale_by_shape(weight_dimension_numbers: WeightDimNumOrFn | None, consisten
     return GradientTransformation(init_fn, update_fn)
 
 
+@check_schedule_arguments
 def muon(
     learning_rate: ScalarOrSchedule,
     ns_coeffs: Any = _JORDAN_COEFFS,

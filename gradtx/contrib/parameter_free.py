@@ -28,7 +28,13 @@ from gradtx.tree_utils import (
     tree_zeros_like,
     zero_step_count,
 )
-from gradtx.validation import check_decay, check_non_negative, check_positive
+from gradtx.validation import (
+    check_decay,
+    check_non_negative,
+    check_positive,
+    check_schedule_arguments,
+    check_state_type,
+)
 
 _NEEDS_PARAMS = "{name} needs the parameters: call update(updates, state, params)."
 
@@ -81,6 +87,7 @@ class ProdigyState(NamedTuple):
     count: jax.Array
 
 
+@check_schedule_arguments
 def prodigy(
     learning_rate: ScalarOrSchedule = 1.0,
     betas: tuple[float, float] = (0.9, 0.999),
@@ -159,6 +166,7 @@ def prodigy(
         )
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, ProdigyState, "prodigy")
         del extra_args
         if params is None:
             raise ValueError(_NEEDS_PARAMS.format(name="prodigy"))
@@ -203,6 +211,7 @@ class DAdaptAdamWState(NamedTuple):
     count: jax.Array
 
 
+@check_schedule_arguments
 def dadapt_adamw(
     learning_rate: ScalarOrSchedule = 1.0,
     betas: tuple[float, float] = (0.9, 0.999),
@@ -269,6 +278,7 @@ def dadapt_adamw(
         )
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, DAdaptAdamWState, "dadapt_adamw")
         del extra_args
         if params is None:
             raise ValueError(_NEEDS_PARAMS.format(name="dadapt_adamw"))
@@ -308,6 +318,7 @@ class DoGState(NamedTuple):
 InitStep = tuple[Literal["distance", "learning_rate", "heuristic"], float]
 
 
+@check_schedule_arguments
 def scale_by_dog(init_step: InitStep, eps: float = 1e-8) -> GradientTransformation:
     """Distance over Gradients scaling (Ivgi et al. 2023): ``u_t = eta_t g_t``.
 
@@ -345,6 +356,7 @@ def scale_by_dog(init_step: InitStep, eps: float = 1e-8) -> GradientTransformati
         return DoGState(jnp.asarray(True), params, jnp.asarray(r_eps, dtype), jnp.zeros([], dtype))
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, DoGState, "scale_by_dog")
         del extra_args
         if params is None:
             raise ValueError(_NEEDS_PARAMS.format(name="scale_by_dog"))
@@ -365,6 +377,7 @@ def _maybe_decay(weight_decay: Any, mask: Any) -> GradientTransformation:
     return identity() if weight_decay is None else add_decayed_weights(weight_decay, mask)
 
 
+@check_schedule_arguments
 def dog(
     learning_rate: ScalarOrSchedule = 1.0,
     init_step: InitStep = ("heuristic", 1e-6),
@@ -410,6 +423,7 @@ class DoWGState(NamedTuple):
     estim_sq_dist: jax.Array
 
 
+@check_schedule_arguments
 def scale_by_dowg(init_estim_sq_dist: float | None = None, eps: float = 1e-4) -> GradientTransformation:
     """Distance over Weighted Gradients scaling (Khaled et al. 2023): ``u_t = eta_t g_t``.
 
@@ -435,6 +449,7 @@ def scale_by_dowg(init_estim_sq_dist: float | None = None, eps: float = 1e-4) ->
         return DoWGState(params, jnp.zeros([], dtype), jnp.asarray(r0_sq, dtype))
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, DoWGState, "scale_by_dowg")
         del extra_args
         if params is None:
             raise ValueError(_NEEDS_PARAMS.format(name="scale_by_dowg"))
@@ -451,6 +466,7 @@ def scale_by_dowg(init_estim_sq_dist: float | None = None, eps: float = 1e-4) ->
     return GradientTransformation(init_fn, update_fn)
 
 
+@check_schedule_arguments
 def dowg(
     learning_rate: ScalarOrSchedule = 1.0,
     init_estim_sq_dist: float | None = None,
@@ -498,6 +514,7 @@ class COCOBState(NamedTuple):
     reward: PyTree
 
 
+@check_schedule_arguments
 def scale_by_cocob(alpha: float = 100.0, eps: float = 1e-8) -> GradientTransformation:
     """COCOB-Backprop (Orabona & Tommasi 2017, Algorithm 2): coordinate-wise coin betting.
 
@@ -525,6 +542,7 @@ def scale_by_cocob(alpha: float = 100.0, eps: float = 1e-8) -> GradientTransform
         return COCOBState(params, zeros, jax.tree.map(lambda p: jnp.full_like(p, eps), params), zeros, zeros)
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, COCOBState, "scale_by_cocob")
         del extra_args
         if params is None:
             raise ValueError(_NEEDS_PARAMS.format(name="scale_by_cocob"))
@@ -545,6 +563,7 @@ def scale_by_cocob(alpha: float = 100.0, eps: float = 1e-8) -> GradientTransform
     return GradientTransformation(init_fn, update_fn)
 
 
+@check_schedule_arguments
 def cocob(
     learning_rate: ScalarOrSchedule = 1.0,
     alpha: float = 100.0,

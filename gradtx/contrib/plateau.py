@@ -10,8 +10,8 @@ import jax.numpy as jnp
 from gradtx import tree as gtree
 from gradtx.base import Params
 from gradtx.extra_args import GradientTransformationExtraArgs
-from gradtx.tree_utils import saturating_increment
-from gradtx.validation import check_non_negative
+from gradtx.tree_utils import check_updates_match_params, saturating_increment
+from gradtx.validation import check_non_negative, check_schedule_arguments, check_state_type
 
 
 class ReduceLROnPlateauState(NamedTuple):
@@ -34,6 +34,7 @@ def _float_dtype(params: Params, handler: str):
     return gtree.dtype(params, handler) if jax.tree.leaves(params) else jnp.float32
 
 
+@check_schedule_arguments
 def reduce_on_plateau(
     factor: float = 0.1,
     patience: int = 10,
@@ -118,6 +119,8 @@ def reduce_on_plateau(
         )
 
     def update_fn(updates, state, params=None, *, value=None, **extra_args):
+        check_state_type(state, ReduceLROnPlateauState, "reduce_on_plateau")
+        check_updates_match_params(updates, params, "reduce_on_plateau")
         del params, extra_args
         if value is None:
             raise ValueError("reduce_on_plateau needs the loss: call update(updates, state, params, value=loss).")

@@ -13,7 +13,7 @@ from gradtx.clipping import per_example_global_norm_clip
 from gradtx.combinators import chain
 from gradtx.momentum import trace
 from gradtx.scaling import scale_by_learning_rate
-from gradtx.validation import check_non_negative
+from gradtx.validation import check_non_negative, check_schedule_arguments
 
 
 class DifferentiallyPrivateAggregateState(NamedTuple):
@@ -32,6 +32,7 @@ def _as_key(key: Any) -> jax.Array:
     raise TypeError(f"key must be a jax.random.key, a legacy PRNGKey or an int seed, got {type(key).__name__}.")
 
 
+@check_schedule_arguments
 def differentially_private_aggregate(
     l2_norm_clip: float,
     noise_multiplier: float,
@@ -106,6 +107,7 @@ def differentially_private_aggregate(
     return GradientTransformation(init_fn, update_fn)
 
 
+@check_schedule_arguments
 def dpsgd(
     learning_rate: ScalarOrSchedule,
     l2_norm_clip: float,

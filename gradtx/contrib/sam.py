@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from gradtx.base import GradientTransformation, OptState, Params, apply_updates
 from gradtx.extra_args import GradientTransformationExtraArgs
+from gradtx.validation import check_schedule_arguments, check_state_type
 
 
 class SAMState(NamedTuple):
@@ -29,6 +30,7 @@ def _negate(tree: Any) -> Any:
     return jax.tree.map(lambda x: -x, tree)
 
 
+@check_schedule_arguments
 def sam(
     optimizer: GradientTransformation,
     adv_optimizer: GradientTransformation,
@@ -85,8 +87,9 @@ def sam(
 
     def transparent_update(updates, state, params=None, **extra_args):
         del extra_args
+        check_state_type(state, SAMState, "sam")
         if params is None:
-            raise ValueError("sam needs params: call update(updates, state, params).")
+            raise ValueError("sam needs the parameters: call update(updates, state, params).")
         first = state.steps_since_sync == 0
         last = state.steps_since_sync == sync_period - 1
         adv_updates, adv_state = adv_optimizer.update(updates, state.adv_state, params)
@@ -107,11 +110,12 @@ def sam(
 
     def opaque_update(updates, state, params=None, *, grad_fn=None, **extra_args):
         del extra_args
+        check_state_type(state, SAMState, "sam")
         if grad_fn is None:
             raise ValueError("sam(opaque_mode=True) needs grad_fn: call update(g, state, params, grad_fn=fn), "
                              "with fn(params, i) the gradient at params.")
         if params is None:
-            raise ValueError("sam needs params: call update(updates, state, params, grad_fn=...).")
+            raise ValueError("sam needs the parameters: call update(updates, state, params, grad_fn=...).")
         adv_params, gradient, adv_state = params, updates, state.adv_state
         for i in range(sync_period - 1):
             adv_updates, adv_state = adv_optimizer.update(gradient, adv_state, adv_params)

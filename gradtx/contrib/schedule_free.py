@@ -22,7 +22,15 @@ from gradtx.rms import scale_by_rms
 from gradtx.scaling import scale_by_learning_rate
 from gradtx.schedules import linear_schedule
 from gradtx.tree_utils import check_float_leaves, check_trees_match, keep_dtype, saturating_increment, tree_cast
-from gradtx.validation import check_closed_unit, check_decay, check_greater_than, check_non_negative, check_positive
+from gradtx.validation import (
+    check_closed_unit,
+    check_decay,
+    check_greater_than,
+    check_non_negative,
+    check_positive,
+    check_schedule_arguments,
+    check_state_type,
+)
 
 
 class ScheduleFreeState(NamedTuple):
@@ -65,6 +73,7 @@ def schedule_free_eval_params(state: OptState, params: Params) -> Params:
     return jax.tree.map(lambda y, zi: keep_dtype((y - (1 - b1) * zi) / b1, jnp.result_type(y)), params, z)
 
 
+@check_schedule_arguments
 def schedule_free(
     base_optimizer: GradientTransformation,
     learning_rate: ScalarOrSchedule,
@@ -126,8 +135,9 @@ def schedule_free(
         )
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, ScheduleFreeState, "schedule_free")
         if params is None:
-            raise ValueError("schedule_free needs params: call update(updates, state, params).")
+            raise ValueError("schedule_free needs the parameters: call update(updates, state, params).")
         check_trees_match(updates, state.z, name="updates", reference_name="schedule_free z")
         dtype = state.max_lr.dtype
         lr = jnp.asarray(value_at(learning_rate, state.step_count), dtype)
@@ -165,6 +175,7 @@ def _warmup(learning_rate: float, warmup_steps: int | None) -> tuple[ScalarOrSch
     return schedule, lambda count: schedule(count + 1)
 
 
+@check_schedule_arguments
 def schedule_free_sgd(
     learning_rate: float = 1.0,
     warmup_steps: int | None = None,
@@ -212,6 +223,7 @@ def schedule_free_sgd(
     return schedule_free(optimizer, weight_lr, b1, weight_lr_power, state_dtype)
 
 
+@check_schedule_arguments
 def schedule_free_adamw(
     learning_rate: float = 0.0025,
     warmup_steps: int | None = None,

@@ -23,7 +23,13 @@ from gradtx.tree_utils import (
     tree_zeros_like,
     zero_step_count,
 )
-from gradtx.validation import check_decay, check_non_negative, check_positive
+from gradtx.validation import (
+    check_decay,
+    check_non_negative,
+    check_positive,
+    check_schedule_arguments,
+    check_state_type,
+)
 
 
 class HutchinsonState(NamedTuple):
@@ -32,6 +38,7 @@ class HutchinsonState(NamedTuple):
     key: jax.Array
 
 
+@check_schedule_arguments
 def hutchinson_estimator_diag_hessian(random_seed: jax.Array | None = None) -> GradientTransformationExtraArgs:
     """Hutchinson's estimate of the Hessian diagonal as a transformation: ``g -> v * (H v)``.
 
@@ -59,6 +66,7 @@ def hutchinson_estimator_diag_hessian(random_seed: jax.Array | None = None) -> G
         return HutchinsonState(random_seed if random_seed is not None else jax.random.PRNGKey(0))
 
     def update_fn(updates, state, params=None, obj_fn=None, **extra_args):
+        check_state_type(state, HutchinsonState, "hutchinson_estimator_diag_hessian")
         del updates, extra_args
         if params is None:
             raise ValueError("hutchinson_estimator_diag_hessian needs params: call update(g, state, params, "
@@ -84,6 +92,7 @@ class SophiaState(NamedTuple):
     hessian_fn_state: Any
 
 
+@check_schedule_arguments
 def scale_by_sophia(
     b1: float = 0.965,
     b2: float = 0.99,
@@ -154,6 +163,7 @@ def scale_by_sophia(
                            estimator.init(params))
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, SophiaState, "scale_by_sophia")
         if params is None:
             raise ValueError("sophia needs params: call update(updates, state, params, obj_fn=f).")
         check_trees_match(updates, state.mu, name="updates", reference_name="sophia state")
@@ -187,6 +197,7 @@ def scale_by_sophia(
     return GradientTransformationExtraArgs(init_fn, update_fn)
 
 
+@check_schedule_arguments
 def sophia(
     learning_rate: ScalarOrSchedule,
     b1: float = 0.965,

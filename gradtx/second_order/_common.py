@@ -32,7 +32,7 @@ def require_params(params: PyTree | None, method: str) -> PyTree:
     """Returns ``params`` or raises ``ValueError``: curvature is evaluated at the current point."""
     if params is None:
         raise ValueError(
-            f"{method}.update needs params (the current parameters) to evaluate the objective and "
+            f"{method}.update needs the parameters (params=) to evaluate the objective and "
             "its curvature: call update(grads, state, params, value_fn=f)."
         )
     return params

@@ -19,6 +19,8 @@ from gradtx.base import Params, PyTree
 from gradtx.extra_args import GradientTransformationExtraArgs
 from gradtx.second_order._common import print_if, real_dtype_of_first_leaf, split_value_fn_kwargs, tree_inner
 from gradtx.tree import add_scale, cast_like, conj, real, scale, zeros_like
+from gradtx.tree_utils import check_updates_match_params
+from gradtx.validation import check_schedule_arguments, check_state_type
 
 
 class BacktrackingLinesearchInfo(NamedTuple):
@@ -54,6 +56,7 @@ class ScaleByBacktrackingLinesearchState(NamedTuple):
     info: BacktrackingLinesearchInfo
 
 
+@check_schedule_arguments
 def scale_by_backtracking_linesearch(
     max_backtracking_steps: int,
     slope_rtol: float = 1e-4,
@@ -142,6 +145,8 @@ def scale_by_backtracking_linesearch(
         value_fn: Callable[..., jax.Array] | None = None,
         **extra_args: Any,
     ) -> tuple[PyTree, ScaleByBacktrackingLinesearchState]:
+        check_state_type(state, ScaleByBacktrackingLinesearchState, "scale_by_backtracking_linesearch")
+        check_updates_match_params(updates, params, "scale_by_backtracking_linesearch")
         if value_fn is None:
             raise TypeError(
                 "scale_by_backtracking_linesearch.update needs the objective: pass value_fn=f "

@@ -116,6 +116,7 @@ def two_loop_recursion(
     return r
 
 
+@check_schedule_arguments
 def scale_by_lbfgs(memory_size: int = 10, scale_init_precond: bool = True) -> GradientTransformation:
     r"""Multiplies the updates by the L-BFGS approximation of the inverse Hessian.
 
@@ -171,6 +172,7 @@ def scale_by_lbfgs(memory_size: int = 10, scale_init_precond: bool = True) -> Gr
         )
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, ScaleByLBFGSState, "scale_by_lbfgs")
         del extra_args
         params = require_params(params, "scale_by_lbfgs")
         check_trees_match(updates, params, name="updates", reference_name="params")
@@ -216,6 +218,7 @@ def scale_by_lbfgs(memory_size: int = 10, scale_init_precond: bool = True) -> Gr
 _DEFAULT_LINESEARCH = scale_by_zoom_linesearch(max_linesearch_steps=20, initial_guess_strategy="one")
 
 
+@check_schedule_arguments
 def lbfgs(
     learning_rate: ScalarOrSchedule | None = None,
     memory_size: int = 10,

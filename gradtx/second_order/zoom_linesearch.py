@@ -25,6 +25,8 @@ from gradtx.second_order._common import (
     tree_inner,
 )
 from gradtx.tree import add_scale, cast_like, real, scale, where, zeros_like
+from gradtx.tree_utils import check_updates_match_params
+from gradtx.validation import check_schedule_arguments, check_state_type
 
 # Diagnostics printed with ``verbose=True`` (the same sentences as Optax's, so logs read the same).
 FLAG_INTERVAL_NOT_FOUND = (
@@ -128,6 +130,7 @@ def _quadratic_minimizer(a, fa, fpa, b, fb):
     return a - fpa / (2.0 * curvature)
 
 
+@check_schedule_arguments
 def scale_by_zoom_linesearch(
     max_linesearch_steps: int,
     max_learning_rate: float | None = None,
@@ -242,6 +245,8 @@ def scale_by_zoom_linesearch(
         value_fn: Callable[..., jax.Array] | None = None,
         **extra_args: Any,
     ) -> tuple[PyTree, ScaleByZoomLinesearchState]:
+        check_state_type(state, ScaleByZoomLinesearchState, "scale_by_zoom_linesearch")
+        check_updates_match_params(updates, params, "scale_by_zoom_linesearch")
         if value_fn is None:
             raise TypeError(
                 "scale_by_zoom_linesearch.update needs the objective: pass value_fn=f (params -> scalar), "
