@@ -39,6 +39,7 @@ from gradtx.quantization_maps import (
 )
 from gradtx.sign import lion
 from gradtx.tree_utils import path_to_str
+from gradtx.validation import check_schedule_arguments
 
 _STATIC = {"static": True}
 
@@ -198,6 +199,7 @@ def _check_int(value: Any, name: str, minimum: int) -> None:
         raise ValueError(f"quantized_state: {name} must be >= {minimum}, got {value!r}.")
 
 
+@check_schedule_arguments
 def quantized_state(
     inner: GradientTransformation,
     bits: int = 8,
@@ -368,6 +370,7 @@ def _low_bit(
     return quantized_state(optimizer, bits, block_size, min_size, quantize_mask, stochastic_rounding, key)
 
 
+@check_schedule_arguments
 def adam_8bit(
     learning_rate: ScalarOrSchedule,
     b1: ScalarOrSchedule = 0.9,
@@ -398,6 +401,7 @@ def adam_8bit(
     return _low_bit(optimizer, 8, block_size, min_size, quantize_mask, stochastic_rounding, key)
 
 
+@check_schedule_arguments
 def adamw_8bit(
     learning_rate: ScalarOrSchedule,
     b1: ScalarOrSchedule = 0.9,
@@ -431,6 +435,7 @@ def adamw_8bit(
     return _low_bit(optimizer, 8, block_size, min_size, quantize_mask, stochastic_rounding, key)
 
 
+@check_schedule_arguments
 def adam_4bit(
     learning_rate: ScalarOrSchedule,
     b1: ScalarOrSchedule = 0.9,
@@ -458,6 +463,7 @@ def adam_4bit(
     return _low_bit(optimizer, 4, block_size, min_size, quantize_mask, stochastic_rounding, key)
 
 
+@check_schedule_arguments
 def adamw_4bit(
     learning_rate: ScalarOrSchedule,
     b1: ScalarOrSchedule = 0.9,
@@ -490,6 +496,7 @@ def adamw_4bit(
     return _low_bit(optimizer, 4, block_size, min_size, quantize_mask, stochastic_rounding, key)
 
 
+@check_schedule_arguments
 def lion_8bit(
     learning_rate: ScalarOrSchedule,
     b1: ScalarOrSchedule = 0.9,
@@ -519,6 +526,7 @@ def lion_8bit(
     return _low_bit(optimizer, 8, block_size, min_size, quantize_mask, stochastic_rounding, key)
 
 
+@check_schedule_arguments
 def sgd_8bit(
     learning_rate: ScalarOrSchedule,
     momentum: ScalarOrSchedule | None = 0.9,

@@ -214,6 +214,13 @@ STATELESS = {
 
 # Transformations with a per-leaf state, which they compare the updates with even without params.
 STATEFUL = {
+    "quantized_state": lambda: gradtx.quantized_state(gradtx.adam(0.1), min_size=1),
+    "adam_8bit": lambda: gradtx.adam_8bit(0.1, min_size=1),
+    "adamw_8bit": lambda: gradtx.adamw_8bit(0.1, min_size=1),
+    "adam_4bit": lambda: gradtx.adam_4bit(0.1, min_size=1),
+    "adamw_4bit": lambda: gradtx.adamw_4bit(0.1, min_size=1),
+    "lion_8bit": lambda: gradtx.lion_8bit(0.1, min_size=1),
+    "sgd_8bit": lambda: gradtx.sgd_8bit(0.1, min_size=1),
     "trace": lambda: gradtx.trace(0.9),
     "heavy_ball": lambda: gradtx.heavy_ball(0.1, 0.9),
     "ema": lambda: gradtx.ema(0.9),
