@@ -24,6 +24,7 @@ from gradtx.tree_utils import (
     check_trees_match,
     clip_for_square,
     keep_dtype,
+    moving_average,
     saturating_increment,
     tree_cast,
     tree_real_zeros_like,
@@ -59,11 +60,33 @@ ScaleByAdamState = AdamState  # Optax's name for the same state
 
 
 def _first_moment(g, m, b1):
-    return cast_like(b1, m) * m + cast_like(1 - b1, m) * g
+    return moving_average(g, m, b1)
 
 
 def _second_moment(g, v, b2):
-    return cast_like(b2, v) * v + cast_like(1 - b2, v) * abs_sq(g)
+    return moving_average(abs_sq(g), v, b2)
+
+
+def _debiased_first_moment(mu: PyTree, updates: PyTree, b1: Any, count: jax.Array, nesterov: bool) -> PyTree:
+    """``m_t / (1 - b1^t)``, or with ``nesterov`` ``b1 m_t / (1 - b1^(t+1)) + (1 - b1) g_t / (1 - b1^t)``."""
+    if not nesterov:
+        return bias_correction(mu, b1, count)
+    ahead = bias_correction(mu, b1, saturating_increment(count))
+    now = bias_correction(updates, b1, count)
+    return jax.tree.map(lambda m, g: moving_average(g, m, b1), ahead, now)
+
+
+def _adaptive_step(mu_hat: PyTree, nu_hat: PyTree, updates: PyTree, eps: Any, eps_root: Any) -> PyTree:
+    """``m_hat / (sqrt(v_hat + eps_root) + eps)`` in the gradient's dtype.
+
+    bfloat16 moments and float16 gradients promote to float32 inside; the step keeps ``g``'s dtype.
+    """
+    return jax.tree.map(
+        lambda m, v, g: keep_dtype(m / (jnp.sqrt(v + cast_like(eps_root, v)) + cast_eps_like(eps, v)), g.dtype),
+        mu_hat,
+        nu_hat,
+        updates,
+    )
 
 
 def _check_betas(b1: Any, b2: Any) -> None:
@@ -134,22 +157,9 @@ def scale_by_adam(
         mu = jax.tree.map(lambda g, m: _first_moment(g, m, beta1), updates, state.mu)
         nu = jax.tree.map(lambda g, v: _second_moment(g, v, beta2), updates, state.nu)
         step_count = saturating_increment(state.step_count)
-        if nesterov:
-            mu_next = bias_correction(mu, beta1, saturating_increment(step_count))
-            g_hat = bias_correction(updates, beta1, step_count)
-            mu_hat = jax.tree.map(
-                lambda m, g: cast_like(beta1, m) * m + cast_like(1 - beta1, m) * g, mu_next, g_hat
-            )
-        else:
-            mu_hat = bias_correction(mu, beta1, step_count)
+        mu_hat = _debiased_first_moment(mu, updates, beta1, step_count, nesterov)
         nu_hat = bias_correction(nu, beta2, step_count)
-        # The step keeps the gradient's dtype: bfloat16 moments and float16 gradients promote to float32.
-        new_updates = jax.tree.map(
-            lambda m, v, g: keep_dtype(m / (jnp.sqrt(v + cast_like(eps_root, v)) + cast_eps_like(eps, v)), g.dtype),
-            mu_hat,
-            nu_hat,
-            updates,
-        )
+        new_updates = _adaptive_step(mu_hat, nu_hat, updates, eps, eps_root)
         return new_updates, AdamState(step_count, tree_cast(mu, mu_dtype), tree_cast(nu, nu_dtype))
 
     return GradientTransformation(init_fn, update_fn)

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradtx.adam import adamw, scale_by_adamax
+from gradtx.adam import _adaptive_step, _debiased_first_moment, adamw, scale_by_adamax
 from gradtx.base import GradientTransformation, Params, PyTree, ScalarOrSchedule
 from gradtx.combinators import MaskOrFn, chain
 from gradtx.momentum import bias_correction
@@ -27,6 +27,7 @@ from gradtx.tree_utils import (
     check_trees_match,
     clip_for_square,
     keep_dtype,
+    moving_average,
     saturating_increment,
     tree_full_like,
     tree_real_full_like,
@@ -43,32 +44,9 @@ from gradtx.validation import (
 )
 
 
-def _ema(g: jax.Array, m: jax.Array, decay: Any) -> jax.Array:
-    return cast_like(decay, m) * m + cast_like(1 - decay, m) * g
-
-
 def _clip_real(g: jax.Array, accumulator: jax.Array) -> jax.Array:
     """``clip_for_square`` for real leaves (``|g|^2`` cannot overflow there); complex leaves pass."""
     return g if jnp.iscomplexobj(g) else clip_for_square(g, accumulator)
-
-
-def _debiased_first_moment(mu: PyTree, updates: PyTree, b1: Any, count: jax.Array, nesterov: bool) -> PyTree:
-    """``m_t / (1 - b1^t)``, or with ``nesterov`` ``b1 m_t / (1 - b1^(t+1)) + (1 - b1) g_t / (1 - b1^t)``."""
-    if not nesterov:
-        return bias_correction(mu, b1, count)
-    ahead = bias_correction(mu, b1, saturating_increment(count))
-    now = bias_correction(updates, b1, count)
-    return jax.tree.map(lambda m, g: cast_like(b1, m) * m + cast_like(1 - b1, m) * g, ahead, now)
-
-
-def _adaptive_step(mu_hat: PyTree, nu_hat: PyTree, updates: PyTree, eps: Any, eps_root: Any) -> PyTree:
-    """``m_hat / (sqrt(v_hat + eps_root) + eps)`` in the gradient's dtype."""
-    return jax.tree.map(
-        lambda m, v, g: keep_dtype(m / (jnp.sqrt(v + cast_like(eps_root, v)) + cast_eps_like(eps, v)), g.dtype),
-        mu_hat,
-        nu_hat,
-        updates,
-    )
 
 
 def _check_moments(b1: Any, b2: Any, eps: Any, eps_root: Any) -> None:
@@ -129,9 +107,9 @@ def scale_by_belief(
         check_trees_match(updates, state.mu, name="updates", reference_name="belief state")
         # Why: in float32 (g - m)^2 is inf for |g| > 1.8e19, and an inf never leaves a moving average.
         updates = jax.tree.map(_clip_real, updates, state.mu)
-        mu = jax.tree.map(lambda g, m: _ema(g, m, b1), updates, state.mu)
+        mu = jax.tree.map(lambda g, m: moving_average(g, m, b1), updates, state.mu)
         nu = jax.tree.map(
-            lambda g, m, s: _ema(abs_sq(g - m), s, b2) + cast_like(eps_root, s), updates, mu, state.nu
+            lambda g, m, s: moving_average(abs_sq(g - m), s, b2) + cast_like(eps_root, s), updates, mu, state.nu
         )
         count = saturating_increment(state.count)
         mu_hat = _debiased_first_moment(mu, updates, b1, count, nesterov)
@@ -199,8 +177,8 @@ def scale_by_radam(
         check_trees_match(updates, state.mu, name="updates", reference_name="radam state")
         # Why: in float32 g^2 is inf for |g| > 1.8e19, and an inf never leaves a moving average.
         updates = jax.tree.map(_clip_real, updates, state.nu)
-        mu = jax.tree.map(lambda g, m: _ema(g, m, b1), updates, state.mu)
-        nu = jax.tree.map(lambda g, v: _ema(abs_sq(g), v, b2), updates, state.nu)
+        mu = jax.tree.map(lambda g, m: moving_average(g, m, b1), updates, state.mu)
+        nu = jax.tree.map(lambda g, v: moving_average(abs_sq(g), v, b2), updates, state.nu)
         count = saturating_increment(state.count)
         t = count.astype(jnp.result_type(float))
         b2_t = jnp.asarray(b2, t.dtype) ** t
@@ -272,7 +250,7 @@ def scale_by_yogi(
         check_trees_match(updates, state.mu, name="updates", reference_name="yogi state")
         # Why: in float32 g^2 is inf for |g| > 1.8e19, and inf - inf in v would be NaN.
         updates = jax.tree.map(_clip_real, updates, state.nu)
-        mu = jax.tree.map(lambda g, m: _ema(g, m, b1), updates, state.mu)
+        mu = jax.tree.map(lambda g, m: moving_average(g, m, b1), updates, state.mu)
 
         def second_moment(g, v):
             g2 = abs_sq(g)
@@ -420,8 +398,8 @@ def scale_by_nadam(
         mu_product = state.mu_product * mu_t
         coeff_m = mu_next / (1 - mu_product * mu_next)
         coeff_g = (1 - mu_t) / (1 - mu_product)
-        mu = jax.tree.map(lambda g, m: _ema(g, m, b1), updates, state.mu)
-        nu = jax.tree.map(lambda g, v: _ema(jnp.square(g), v, b2), updates, state.nu)
+        mu = jax.tree.map(lambda g, m: moving_average(g, m, b1), updates, state.mu)
+        nu = jax.tree.map(lambda g, v: moving_average(jnp.square(g), v, b2), updates, state.nu)
         nu_hat = bias_correction(nu, b2, count)
         new_updates = jax.tree.map(
             lambda m, g, v: (cast_like(coeff_m, m) * m + cast_like(coeff_g, g) * g)

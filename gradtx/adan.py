@@ -11,7 +11,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradtx.adam_variants import _adaptive_step, _clip_real, _ema
+from gradtx.adam import _adaptive_step
+from gradtx.adam_variants import _clip_real
 from gradtx.base import GradientTransformation, Params, PyTree, ScalarOrSchedule, value_at
 from gradtx.combinators import MaskOrFn, chain, masked
 from gradtx.momentum import bias_correction
@@ -22,6 +23,7 @@ from gradtx.tree_utils import (
     cast_like,
     check_float_leaves,
     check_trees_match,
+    moving_average,
     saturating_increment,
     tree_real_zeros_like,
     tree_zeros_like,
@@ -102,9 +104,11 @@ def scale_by_adan(
         updates = jax.tree.map(_clip_real, updates, state.n)
         first = state.t == 0
         diffs = jax.tree.map(lambda g, prev: jnp.where(first, jnp.zeros_like(g), g - prev), updates, state.g)
-        m = jax.tree.map(lambda g, m: _ema(g, m, b1), updates, state.m)
-        v = jax.tree.map(lambda d, v: _ema(d, v, b2), diffs, state.v)
-        n = jax.tree.map(lambda g, d, n: _ema(abs_sq(g + cast_like(b2, d) * d), n, b3), updates, diffs, state.n)
+        m = jax.tree.map(lambda g, m: moving_average(g, m, b1), updates, state.m)
+        v = jax.tree.map(lambda d, v: moving_average(d, v, b2), diffs, state.v)
+        n = jax.tree.map(
+            lambda g, d, n: moving_average(abs_sq(g + cast_like(b2, d) * d), n, b3), updates, diffs, state.n
+        )
         t = saturating_increment(state.t)
         m_hat, v_hat, n_hat = bias_correction(m, b1, t), bias_correction(v, b2, t), bias_correction(n, b3, t)
         numerators = jax.tree.map(lambda a, b: a + cast_like(b2, b) * b, m_hat, v_hat)

@@ -358,18 +358,6 @@ def quantized_state(
 # Named shortcuts.
 
 
-def _low_bit(
-    optimizer: GradientTransformation,
-    bits: int,
-    block_size: int | None,
-    min_size: int,
-    quantize_mask: MaskOrFn | None,
-    stochastic_rounding: bool,
-    key: jax.Array | None,
-) -> GradientTransformation:
-    return quantized_state(optimizer, bits, block_size, min_size, quantize_mask, stochastic_rounding, key)
-
-
 @check_schedule_arguments
 def adam_8bit(
     learning_rate: ScalarOrSchedule,
@@ -398,7 +386,7 @@ def adam_8bit(
     Reference: Dettmers et al., "8-bit optimizers via block-wise quantization", ICLR 2022.
     """
     optimizer = adam(learning_rate, b1, b2, eps, eps_root, nesterov=nesterov)
-    return _low_bit(optimizer, 8, block_size, min_size, quantize_mask, stochastic_rounding, key)
+    return quantized_state(optimizer, 8, block_size, min_size, quantize_mask, stochastic_rounding, key)
 
 
 @check_schedule_arguments
@@ -432,7 +420,7 @@ def adamw_8bit(
     Reference: Dettmers et al., "8-bit optimizers via block-wise quantization", ICLR 2022.
     """
     optimizer = adamw(learning_rate, b1, b2, eps, eps_root, mu_dtype, weight_decay, mask, nesterov=nesterov)
-    return _low_bit(optimizer, 8, block_size, min_size, quantize_mask, stochastic_rounding, key)
+    return quantized_state(optimizer, 8, block_size, min_size, quantize_mask, stochastic_rounding, key)
 
 
 @check_schedule_arguments
@@ -460,7 +448,7 @@ def adam_4bit(
     Reference: Li, Chen, Zhu, "Memory efficient optimizers with 4-bit states", NeurIPS 2023.
     """
     optimizer = adam(learning_rate, b1, b2, eps, eps_root, nesterov=nesterov)
-    return _low_bit(optimizer, 4, block_size, min_size, quantize_mask, stochastic_rounding, key)
+    return quantized_state(optimizer, 4, block_size, min_size, quantize_mask, stochastic_rounding, key)
 
 
 @check_schedule_arguments
@@ -493,7 +481,7 @@ def adamw_4bit(
     Reference: Li, Chen, Zhu, "Memory efficient optimizers with 4-bit states", NeurIPS 2023.
     """
     optimizer = adamw(learning_rate, b1, b2, eps, eps_root, mu_dtype, weight_decay, mask, nesterov=nesterov)
-    return _low_bit(optimizer, 4, block_size, min_size, quantize_mask, stochastic_rounding, key)
+    return quantized_state(optimizer, 4, block_size, min_size, quantize_mask, stochastic_rounding, key)
 
 
 @check_schedule_arguments
@@ -523,7 +511,7 @@ def lion_8bit(
     Dettmers et al. 2022 (8-bit states).
     """
     optimizer = lion(learning_rate, b1, b2, mu_dtype, weight_decay, mask)
-    return _low_bit(optimizer, 8, block_size, min_size, quantize_mask, stochastic_rounding, key)
+    return quantized_state(optimizer, 8, block_size, min_size, quantize_mask, stochastic_rounding, key)
 
 
 @check_schedule_arguments
@@ -549,4 +537,4 @@ def sgd_8bit(
     Reference: Dettmers et al., "8-bit optimizers via block-wise quantization", ICLR 2022.
     """
     optimizer = sgd(learning_rate, momentum, nesterov)
-    return _low_bit(optimizer, 8, block_size, min_size, quantize_mask, stochastic_rounding, key)
+    return quantized_state(optimizer, 8, block_size, min_size, quantize_mask, stochastic_rounding, key)

@@ -7,7 +7,6 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradtx.adam_variants import _ema
 from gradtx.base import GradientTransformation, Params, PyTree, ScalarOrSchedule
 from gradtx.combinators import chain
 from gradtx.scaling import scale_by_learning_rate
@@ -18,6 +17,7 @@ from gradtx.tree_utils import (
     check_float_leaves,
     check_trees_match,
     keep_dtype,
+    moving_average,
     real_dtype,
     saturating_increment,
     tree_cast,
@@ -99,7 +99,9 @@ def scale_by_novograd(
         check_trees_match(params, state.mu, name="params", reference_name="novograd state")
         first = state.count == 0
         nu = jax.tree.map(
-            lambda g, v: jnp.where(first, jnp.sum(abs_sq(g)), _ema(jnp.sum(abs_sq(g)), v, b2)).astype(v.dtype),
+            lambda g, v: jnp.where(
+                first, jnp.sum(abs_sq(g)), moving_average(jnp.sum(abs_sq(g)), v, b2)
+            ).astype(v.dtype),
             updates,
             state.nu,
         )

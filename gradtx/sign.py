@@ -18,6 +18,7 @@ from gradtx.tree_utils import (
     check_trees_match,
     check_updates_match_params,
     keep_dtype,
+    moving_average,
     saturating_increment,
     tree_cast,
     tree_full_like,
@@ -156,7 +157,7 @@ def scale_by_lion(
             return keep_dtype(direction(c), g.dtype)
 
         new_updates = jax.tree.map(step, updates, state.mu)
-        mu = jax.tree.map(lambda g, m: cast_like(beta2, m) * m + cast_like(1 - beta2, m) * g, updates, state.mu)
+        mu = jax.tree.map(lambda g, m: moving_average(g, m, beta2), updates, state.mu)
         return new_updates, ScaleByLionState(saturating_increment(state.count), tree_cast(mu, mu_dtype))
 
     return GradientTransformation(init_fn, update_fn)

@@ -84,6 +84,15 @@ def tree_cast(tree: PyTree, dtype: Any) -> PyTree:
     return jax.tree.map(lambda x: jnp.asarray(x).astype(dtype), tree)
 
 
+def moving_average(new: jax.Array, average: jax.Array, decay: Any) -> jax.Array:
+    """``decay * average + (1 - decay) * new``, the hyperparameter cast like ``average``.
+
+    The exponential moving average behind every moment estimate (Adam's ``m`` and ``v``, AdaBelief,
+    AdEMAMix, Sophia, ...), written once so that they all round alike.
+    """
+    return cast_like(decay, average) * average + cast_like(1 - decay, average) * new
+
+
 def abs_sq(x: jax.Array) -> jax.Array:
     """``|x|^2`` element-wise: ``x^2`` for real ``x``, ``re(x)^2 + im(x)^2`` (a real array) for complex ``x``."""
     x = jnp.asarray(x)

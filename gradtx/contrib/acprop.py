@@ -16,6 +16,7 @@ from gradtx.tree_utils import (
     cast_like,
     check_float_leaves,
     check_trees_match,
+    moving_average,
     saturating_increment,
     tree_zeros_like,
     zero_step_count,
@@ -75,7 +76,7 @@ def scale_by_acprop(
         check_state_type(state, ScaleByBeliefState, "scale_by_acprop")
         del params, extra_args
         check_trees_match(updates, state.mu, name="updates", reference_name="acprop state")
-        mu = jax.tree.map(lambda g, m: cast_like(b1, m) * m + cast_like(1 - b1, m) * g, updates, state.mu)
+        mu = jax.tree.map(lambda g, m: moving_average(g, m, b1), updates, state.mu)
         nu = jax.tree.map(
             lambda g, m, s: cast_like(b2, s) * s + cast_like(1 - b2, s) * jnp.square(g - m) + cast_like(eps_root, s),
             updates, state.mu, state.nu,

@@ -17,6 +17,7 @@ from gradtx.tree_utils import (
     cast_like,
     check_float_leaves,
     check_trees_match,
+    moving_average,
     saturating_increment,
     tree_cast,
     tree_zeros_like,
@@ -29,10 +30,6 @@ from gradtx.validation import (
     check_schedule_arguments,
     check_state_type,
 )
-
-
-def _ema(g: jax.Array, m: jax.Array, decay: Any) -> jax.Array:
-    return cast_like(decay, m) * m + cast_like(1 - decay, m) * g
 
 
 def _denominator(v: jax.Array, eps: float, eps_root: float) -> jax.Array:
@@ -108,9 +105,9 @@ def scale_by_ademamix(
         check_trees_match(updates, state.m1, name="updates", reference_name="ademamix state")
         beta3 = value_at(b3, state.count_m2)
         mix = value_at(alpha, state.count_m2)
-        m1 = jax.tree.map(lambda g, m: _ema(g, m, b1), updates, state.m1)
-        m2 = jax.tree.map(lambda g, m: _ema(g, m, beta3), updates, state.m2)
-        nu = jax.tree.map(lambda g, v: _ema(jnp.square(g), v, b2), updates, state.nu)
+        m1 = jax.tree.map(lambda g, m: moving_average(g, m, b1), updates, state.m1)
+        m2 = jax.tree.map(lambda g, m: moving_average(g, m, beta3), updates, state.m2)
+        nu = jax.tree.map(lambda g, v: moving_average(jnp.square(g), v, b2), updates, state.nu)
         count = saturating_increment(state.count)
         m1_hat = bias_correction(m1, b1, count)
         nu_hat = bias_correction(nu, b2, count)
@@ -223,7 +220,7 @@ def scale_by_simplified_ademamix(
         check_trees_match(updates, state.m, name="updates", reference_name="simplified ademamix state")
         mix = value_at(alpha, state.t)
         m = jax.tree.map(lambda g, m: cast_like(b1, m) * m + g, updates, state.m)
-        n = jax.tree.map(lambda g, v: _ema(jnp.square(g), v, b2), updates, state.n)
+        n = jax.tree.map(lambda g, v: moving_average(jnp.square(g), v, b2), updates, state.n)
         t = saturating_increment(state.t)
         n_hat = bias_correction(n, b2, t)
         new_updates = jax.tree.map(

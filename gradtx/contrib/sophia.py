@@ -18,6 +18,7 @@ from gradtx.tree_utils import (
     cast_like,
     check_float_leaves,
     check_trees_match,
+    moving_average,
     saturating_increment,
     tree_cast,
     tree_zeros_like,
@@ -168,7 +169,7 @@ def scale_by_sophia(
             raise ValueError("sophia needs params: call update(updates, state, params, obj_fn=f).")
         check_trees_match(updates, state.mu, name="updates", reference_name="sophia state")
         count = saturating_increment(state.count)
-        mu = jax.tree.map(lambda g, m: cast_like(b1, m) * m + cast_like(1 - b1, m) * g, updates, state.mu)
+        mu = jax.tree.map(lambda g, m: moving_average(g, m, b1), updates, state.mu)
         mu_hat = debias(mu, b1, count) if bias_correction else mu
         new_updates = jax.tree.map(
             lambda m, h: m / jnp.maximum(cast_like(gamma, h) * h, cast_like(eps, h)), mu_hat, state.nu
