@@ -44,7 +44,8 @@ def check_dtypes_kept(make, dtype):
     assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(new_params), jax.tree.leaves(params)))
 
 
-def check_vmap_equals_loop(make):
+def check_vmap_equals_loop(make, rtol=2e-6):
+    """Two steps vmapped over three parameter trees equal the same steps in a loop, to ``rtol``."""
     transform = make()
     batch = [nested_params(jnp.float32, seed) for seed in range(3)]
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *batch)
@@ -60,7 +61,7 @@ def check_vmap_equals_loop(make):
     for index, params in enumerate(batch):
         looped = jax.jit(two_steps)(params)
         for a, b in zip(jax.tree.leaves(looped), jax.tree.leaves(jax.tree.map(lambda x: x[index], vmapped))):
-            np.testing.assert_allclose(a, b, rtol=2e-6, atol=2e-6 * max(1.0, float(jnp.max(jnp.abs(b)))))
+            np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * max(1.0, float(jnp.max(jnp.abs(b)))))
 
 
 def check_schedules(make, floats):

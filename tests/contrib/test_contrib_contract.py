@@ -5,8 +5,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from contract_checks import check_vmap_equals_loop
 from softmax_problem import grad, initial_params, loss, max_relative_error, run_gradtx
-from test_contract import gradients, nested_params, train
+from test_contract import nested_params, train
 
 import gradtx
 import gradtx.contrib as gc
@@ -56,22 +57,7 @@ def test_params_and_state_keep_their_dtypes(name, dtype):
 
 @pytest.mark.parametrize("name", ["muon", "schedule_free_adamw", "adopt", "madgrad", "sam"])
 def test_vmap_over_a_batch_of_params_equals_a_loop(name):
-    transform = TRANSFORMS[name]()
-    batch = [nested_params(jnp.float32, seed) for seed in range(3)]
-    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *batch)
-
-    def two_steps(params):
-        state = transform.init(params)
-        for step in range(2):
-            updates, state = transform.update(gradients(params, step), state, params)
-            params = gradtx.apply_updates(params, updates)
-        return params
-
-    vmapped = jax.jit(jax.vmap(two_steps))(stacked)
-    for index, params in enumerate(batch):
-        looped = jax.jit(two_steps)(params)
-        for a, b in zip(jax.tree.leaves(looped), jax.tree.leaves(jax.tree.map(lambda x: x[index], vmapped))):
-            np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5 * max(1.0, float(jnp.max(jnp.abs(b)))))
+    check_vmap_equals_loop(TRANSFORMS[name], rtol=2e-5)
 
 
 INVALID = [
