@@ -28,11 +28,10 @@ from gradtx.second_order.curvature import hessian_vector_product
 from gradtx.second_order.line_search import wolfe_line_search
 from gradtx.second_order.status import (
     SolverStatus,
-    all_finite,
     check_tolerances,
     gradient_converged,
+    line_search_status,
     unless_stopped,
-    value_converged,
 )
 from gradtx.tree_utils import (
     check_trees_match,
@@ -212,21 +211,7 @@ def conjugate_gradient(
                 max_iterations=max_line_search_steps,
             )
             moved = result.step_size > 0
-            status = jnp.select(
-                [
-                    ~all_finite(f0, gradient),
-                    ~moved & restart,
-                    moved & gradient_converged(result.gradient, gtol),
-                    moved & value_converged(f0, result.value, ftol),
-                ],
-                [
-                    SolverStatus.NOT_FINITE,
-                    SolverStatus.LINE_SEARCH_FAILED,
-                    SolverStatus.GRADIENT_TOLERANCE,
-                    SolverStatus.VALUE_TOLERANCE,
-                ],
-                SolverStatus.RUNNING,
-            ).astype(jnp.int32)
+            status = line_search_status(f0, gradient, result, ~moved & restart, gtol, ftol)
             new_state = ConjugateGradientState(
                 step_count=saturating_increment(state.step_count),
                 direction=direction,

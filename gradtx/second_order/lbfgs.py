@@ -33,11 +33,10 @@ from gradtx.second_order._common import (
 from gradtx.second_order.line_search import wolfe_line_search
 from gradtx.second_order.status import (
     SolverStatus,
-    all_finite,
     check_tolerances,
     gradient_converged,
+    line_search_status,
     unless_stopped,
-    value_converged,
 )
 from gradtx.second_order.zoom_linesearch import scale_by_zoom_linesearch
 from gradtx.tree import add_scale, cast_like, norm, real
@@ -462,21 +461,7 @@ def lbfgs_solver(
             # A failed search with pairs in memory is retried from -g next time (memory cleared).
             restart = ~moved & (state.num_pairs > 0)
             slot = state.next_slot
-            status = jnp.select(
-                [
-                    ~all_finite(f0, gradient),
-                    ~moved & ~restart,
-                    moved & gradient_converged(result.gradient, gtol),
-                    moved & value_converged(f0, result.value, ftol),
-                ],
-                [
-                    SolverStatus.NOT_FINITE,
-                    SolverStatus.LINE_SEARCH_FAILED,
-                    SolverStatus.GRADIENT_TOLERANCE,
-                    SolverStatus.VALUE_TOLERANCE,
-                ],
-                SolverStatus.RUNNING,
-            ).astype(jnp.int32)
+            status = line_search_status(f0, gradient, result, ~moved & ~restart, gtol, ftol)
             new_state = LbfgsState(
                 step_count=saturating_increment(state.step_count),
                 position_changes=tree_where(

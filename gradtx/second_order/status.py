@@ -72,6 +72,33 @@ def all_finite(value: jax.Array, gradient: PyTree) -> jax.Array:
     return finite
 
 
+def line_search_status(
+    value: jax.Array, gradient: PyTree, search: Any, failed: jax.Array, gtol: Any, ftol: Any
+) -> jax.Array:
+    """The int32 ``SolverStatus`` after a line-search step from ``(value, gradient)``, first match wins.
+
+    ``NOT_FINITE`` if the start is not finite; ``LINE_SEARCH_FAILED`` if ``failed``; else, when the
+    search moved, ``GRADIENT_TOLERANCE`` or ``VALUE_TOLERANCE`` from its new point; else ``RUNNING``.
+    ``search`` has ``step_size``, ``value`` and ``gradient`` (a ``LineSearchResult``).
+    """
+    moved = search.step_size > 0
+    return jnp.select(
+        [
+            ~all_finite(value, gradient),
+            failed,
+            moved & gradient_converged(search.gradient, gtol),
+            moved & value_converged(value, search.value, ftol),
+        ],
+        [
+            SolverStatus.NOT_FINITE,
+            SolverStatus.LINE_SEARCH_FAILED,
+            SolverStatus.GRADIENT_TOLERANCE,
+            SolverStatus.VALUE_TOLERANCE,
+        ],
+        SolverStatus.RUNNING,
+    ).astype(jnp.int32)
+
+
 def unless_stopped(
     stopped: jax.Array, params: PyTree, run: Callable[[], tuple[PyTree, Any]], stop: Callable[[], Any]
 ) -> tuple[PyTree, Any]:
