@@ -44,11 +44,6 @@ from gradtx.validation import (
 )
 
 
-def _clip_real(g: jax.Array, accumulator: jax.Array) -> jax.Array:
-    """``clip_for_square`` for real leaves (``|g|^2`` cannot overflow there); complex leaves pass."""
-    return g if jnp.iscomplexobj(g) else clip_for_square(g, accumulator)
-
-
 def _check_moments(b1: Any, b2: Any, eps: Any, eps_root: Any) -> None:
     check_decay(b1, "b1")
     check_decay(b2, "b2")
@@ -106,7 +101,7 @@ def scale_by_belief(
         del params, extra_args
         check_trees_match(updates, state.mu, name="updates", reference_name="belief state")
         # Why: in float32 (g - m)^2 is inf for |g| > 1.8e19, and an inf never leaves a moving average.
-        updates = jax.tree.map(_clip_real, updates, state.mu)
+        updates = jax.tree.map(clip_for_square, updates, state.mu)
         mu = jax.tree.map(lambda g, m: moving_average(g, m, b1), updates, state.mu)
         nu = jax.tree.map(
             lambda g, m, s: moving_average(abs_sq(g - m), s, b2) + cast_like(eps_root, s), updates, mu, state.nu
@@ -176,7 +171,7 @@ def scale_by_radam(
         del params, extra_args
         check_trees_match(updates, state.mu, name="updates", reference_name="radam state")
         # Why: in float32 g^2 is inf for |g| > 1.8e19, and an inf never leaves a moving average.
-        updates = jax.tree.map(_clip_real, updates, state.nu)
+        updates = jax.tree.map(clip_for_square, updates, state.nu)
         mu = jax.tree.map(lambda g, m: moving_average(g, m, b1), updates, state.mu)
         nu = jax.tree.map(lambda g, v: moving_average(abs_sq(g), v, b2), updates, state.nu)
         count = saturating_increment(state.count)
@@ -249,7 +244,7 @@ def scale_by_yogi(
         del params, extra_args
         check_trees_match(updates, state.mu, name="updates", reference_name="yogi state")
         # Why: in float32 g^2 is inf for |g| > 1.8e19, and inf - inf in v would be NaN.
-        updates = jax.tree.map(_clip_real, updates, state.nu)
+        updates = jax.tree.map(clip_for_square, updates, state.nu)
         mu = jax.tree.map(lambda g, m: moving_average(g, m, b1), updates, state.mu)
 
         def second_moment(g, v):

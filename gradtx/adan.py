@@ -12,7 +12,6 @@ import jax
 import jax.numpy as jnp
 
 from gradtx.adam import _adaptive_step
-from gradtx.adam_variants import _clip_real
 from gradtx.base import GradientTransformation, Params, PyTree, ScalarOrSchedule, value_at
 from gradtx.combinators import MaskOrFn, chain, masked
 from gradtx.momentum import bias_correction
@@ -23,6 +22,7 @@ from gradtx.tree_utils import (
     cast_like,
     check_float_leaves,
     check_trees_match,
+    clip_for_square,
     moving_average,
     saturating_increment,
     tree_real_zeros_like,
@@ -101,7 +101,7 @@ def scale_by_adan(
         del params, extra_args
         check_trees_match(updates, state.m, name="updates", reference_name="adan state")
         # Why: in float32 g^2 is inf for |g| > 1.8e19, and an inf never leaves a moving average.
-        updates = jax.tree.map(_clip_real, updates, state.n)
+        updates = jax.tree.map(clip_for_square, updates, state.n)
         first = state.t == 0
         diffs = jax.tree.map(lambda g, prev: jnp.where(first, jnp.zeros_like(g), g - prev), updates, state.g)
         m = jax.tree.map(lambda g, m: moving_average(g, m, b1), updates, state.m)
