@@ -50,7 +50,7 @@ from gradtx import contrib
 
 HERE = pathlib.Path(__file__).resolve().parent
 ADAMW_GRID = (3e-4, 1e-3, 3e-3, 1e-2)
-STEPS = {"digits_cnn": 100, "stdlib_char_lm": 150}
+STEPS = {"digits_cnn": 150, "stdlib_char_lm": 300}  # each workload's full run (workload.steps)
 QUICK_STEPS = {"digits_cnn": 60, "stdlib_char_lm": 60}
 GOAL = 1.10
 PARAMETER_FREE = ("prodigy", "dadapt_adamw", "dog", "dowg", "cocob", "mechanize(adam)")
