@@ -86,12 +86,20 @@ class QuantizedArray:
 @jax.jit
 def _dequantize(stored: QuantizedArray) -> jax.Array:
     codes = unpack_4bit(stored.codes, stored.size) if stored.bits == 4 else stored.codes
-    values = decode(codes, _tables(stored.bits, stored.signed))
+    values = _decode(codes, stored.bits, stored.signed)
     restored = blockwise_denormalize(values, stored.scales, stored.block_size).reshape(stored.shape)
     if stored.rank1:
         rank1_values = values.reshape(stored.shape) * rank1_scale(stored.axis_maxima)
         restored = jnp.where(stored.signed, restored, rank1_values)
     return restored.astype(stored.dtype)
+
+
+def _decode(codes: jax.Array, bits: int, signed: jax.Array) -> jax.Array:
+    """``q[code]`` of a leaf's map (see ``_tables``): one look-up in the two maps side by side."""
+    signed_map = dynamic_map(True, bits)
+    both = np.concatenate([signed_map, dynamic_map(False, 8) if bits == 8 else linear_map(4)])
+    index = codes.astype(jnp.int32) + jnp.where(signed, 0, signed_map.size)
+    return jnp.take(jnp.asarray(both), index, mode="clip")
 
 
 def _tables(bits: int, signed: jax.Array) -> MapTables:
