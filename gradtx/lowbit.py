@@ -26,10 +26,10 @@ from gradtx.momentum import sgd
 from gradtx.quantization_maps import (
     MapTables,
     blockwise_denormalize,
-    decode,
     dynamic_map,
     encode,
     linear_map,
+    lookup,
     map_tables,
     pack_4bit,
     rank1_normalize,
@@ -99,7 +99,7 @@ def _decode(codes: jax.Array, bits: int, signed: jax.Array) -> jax.Array:
     signed_map = dynamic_map(True, bits)
     both = np.concatenate([signed_map, dynamic_map(False, 8) if bits == 8 else linear_map(4)])
     index = codes.astype(jnp.int32) + jnp.where(signed, 0, signed_map.size)
-    return jnp.take(jnp.asarray(both), index, mode="clip")
+    return lookup(both, index)
 
 
 def _tables(bits: int, signed: jax.Array) -> MapTables:

@@ -52,6 +52,10 @@ def is_quantized(node):
     return isinstance(node, gradtx.QuantizedArray)
 
 
+def quantized_nodes(state):
+    return [node for node in jax.tree.leaves(state, is_leaf=is_quantized) if is_quantized(node)]
+
+
 # ---------------------------------------------------------------------------------------------
 # The 8-device worker.
 
@@ -95,7 +99,7 @@ def run_zero1_checks() -> None:
                     jax.eval_shape(optimizer.init, replicated),
                 )
                 trained, new_state = fit(sharded, replicated, state, *shard_batch((x, y), mesh, "data"))
-            quantized = [node for node in jax.tree.leaves(new_state, is_leaf=is_quantized) if is_quantized(node)]
+            quantized = quantized_nodes(new_state)
             results[key] = {
                 "bytes_replicated": bytes_per_device(full),
                 "bytes_zero1": bytes_per_device(new_state),
@@ -113,7 +117,7 @@ def run_zero1_checks() -> None:
                                 np.asarray(a.codes) == np.asarray(b.codes)
                                 for a, b in zip(
                                     quantized,
-                                    [n for n in jax.tree.leaves(reference_state, is_leaf=is_quantized) if is_quantized(n)],
+                                    quantized_nodes(reference_state),
                                 )
                             ]
                         )
