@@ -267,11 +267,12 @@ def quantized_state(
     leaf can switch between the signed and the non-negative scheme); 1 byte per leaf for
     ``signed``. Adam (two leaves): about 2.0 and 1.07 bytes per parameter instead of 8.
 
-    Cost: each step decodes and re-encodes the leaves (two table look-ups per entry, one pass for
-    the block maxima). XLA:CPU keeps the new float32 moments as temporaries between those passes,
-    so an 8-bit Adam step on 16M parameters took about 7x the time of float32 Adam's single
-    streaming loop on the reference machine (``benchmarks/LOWBIT.md``); the memory saved is that
-    of the state kept between steps.
+    Cost: each step decodes and re-encodes the leaves (a table look-up per entry each way, one
+    pass for the block maxima). XLA:CPU stores the decoded float32 moments as temporaries between
+    those passes, so an 8-bit Adam step on 16M parameters took about 6x the time of float32
+    Adam's single streaming loop on the reference machine (2.8x on a transformer-like tree of
+    3.6M; ``benchmarks/LOWBIT.md`` says where the time goes); the memory saved is that of the
+    state kept between steps.
 
     Args:
       inner: any transformation (gradtx or Optax), e.g. ``gradtx.adamw(1e-3)``.
