@@ -26,10 +26,10 @@ from gradtx.momentum import sgd
 from gradtx.quantization_maps import (
     MapTables,
     blockwise_denormalize,
-    decode,
     dynamic_map,
     encode,
     linear_map,
+    lookup,
     map_tables,
     pack_4bit,
     rank1_normalize,
@@ -86,12 +86,20 @@ class QuantizedArray:
 @jax.jit
 def _dequantize(stored: QuantizedArray) -> jax.Array:
     codes = unpack_4bit(stored.codes, stored.size) if stored.bits == 4 else stored.codes
-    values = decode(codes, _tables(stored.bits, stored.signed))
+    values = _decode(codes, stored.bits, stored.signed)
     restored = blockwise_denormalize(values, stored.scales, stored.block_size).reshape(stored.shape)
     if stored.rank1:
         rank1_values = values.reshape(stored.shape) * rank1_scale(stored.axis_maxima)
         restored = jnp.where(stored.signed, restored, rank1_values)
     return restored.astype(stored.dtype)
+
+
+def _decode(codes: jax.Array, bits: int, signed: jax.Array) -> jax.Array:
+    """``q[code]`` of a leaf's map (see ``_tables``): one look-up in the two maps side by side."""
+    signed_map = dynamic_map(True, bits)
+    both = np.concatenate([signed_map, dynamic_map(False, 8) if bits == 8 else linear_map(4)])
+    index = codes.astype(jnp.int32) + jnp.where(signed, 0, signed_map.size)
+    return lookup(both, index)
 
 
 def _tables(bits: int, signed: jax.Array) -> MapTables:
@@ -259,11 +267,12 @@ def quantized_state(
     leaf can switch between the signed and the non-negative scheme); 1 byte per leaf for
     ``signed``. Adam (two leaves): about 2.0 and 1.07 bytes per parameter instead of 8.
 
-    Cost: each step decodes and re-encodes the leaves (two table look-ups per entry, one pass for
-    the block maxima). XLA:CPU keeps the new float32 moments as temporaries between those passes,
-    so an 8-bit Adam step on 16M parameters took about 7x the time of float32 Adam's single
-    streaming loop on the reference machine (``benchmarks/LOWBIT.md``); the memory saved is that
-    of the state kept between steps.
+    Cost: each step decodes and re-encodes the leaves (a table look-up per entry each way, one
+    pass for the block maxima). XLA:CPU stores the decoded float32 moments as temporaries between
+    those passes, so an 8-bit Adam step on 16M parameters took about 6x the time of float32
+    Adam's single streaming loop on the reference machine (2.8x on a transformer-like tree of
+    3.6M; ``benchmarks/LOWBIT.md`` says where the time goes); the memory saved is that of the
+    state kept between steps.
 
     Args:
       inner: any transformation (gradtx or Optax), e.g. ``gradtx.adamw(1e-3)``.

@@ -203,6 +203,16 @@ def select_map(condition: jax.Array, if_true: MapTables, if_false: MapTables) ->
     return MapTables(*(jnp.where(condition, a, b) for a, b in zip(if_true, if_false)))
 
 
+def lookup(table: Any, index: jax.Array) -> jax.Array:
+    """``table[index]`` elementwise (indices clipped into range), laid out like ``index``.
+
+    ``t_i = table[index_i]``. The output takes the index array's sharding, so that a look-up in a
+    replicated table of codes sharded over a mesh (ZeRO-1, explicit axes) stays local.
+    """
+    table = jnp.asarray(table)
+    return table.at[index.astype(jnp.int32)].get(mode="clip", out_sharding=jax.typeof(index).sharding)
+
+
 def _as_tables(qmap: np.ndarray | MapTables) -> MapTables:
     return qmap if isinstance(qmap, MapTables) else map_tables(qmap)
 
@@ -216,8 +226,8 @@ def nearest_codes(x: jax.Array, qmap: np.ndarray | MapTables) -> jax.Array:
     tables = _as_tables(qmap)
     x = jnp.asarray(x, jnp.float32)
     bucket = jax.lax.shift_right_logical(jax.lax.bitcast_convert_type(x, jnp.uint32), jnp.uint32(16))
-    index = jnp.take(jnp.asarray(tables.start), bucket.astype(jnp.int32), mode="clip")
-    above = x > jnp.take(jnp.asarray(tables.thresholds), index.astype(jnp.int32), mode="clip")
+    index = lookup(tables.start, bucket)
+    above = x > lookup(tables.thresholds, index)
     return (index + above.astype(index.dtype)).astype(jnp.uint8)
 
 
@@ -232,8 +242,8 @@ def stochastic_codes(x: jax.Array, qmap: np.ndarray | MapTables, key: jax.Array)
     x = jnp.asarray(x, jnp.float32)
     table = jnp.asarray(tables.values, jnp.float32)
     nearest = nearest_codes(x, tables).astype(jnp.int32)
-    lower = jnp.clip(nearest - (jnp.take(table, nearest) > x).astype(jnp.int32), 0, table.shape[0] - 2)
-    low, high = jnp.take(table, lower), jnp.take(table, lower + 1)
+    lower = jnp.clip(nearest - (lookup(table, nearest) > x).astype(jnp.int32), 0, table.shape[0] - 2)
+    low, high = lookup(table, lower), lookup(table, lower + 1)
     probability = jnp.clip((x - low) / (high - low), 0.0, 1.0)
     up = jax.random.uniform(key, x.shape, jnp.float32) < probability
     return (lower + up.astype(jnp.int32)).astype(jnp.uint8)
@@ -249,7 +259,7 @@ def encode(normalized: jax.Array, qmap: np.ndarray | MapTables, key: jax.Array |
 
 def decode(codes: jax.Array, qmap: np.ndarray | MapTables) -> jax.Array:
     """The map's values at ``codes``: ``q[code]``, float32 (Dettmers et al. 2022)."""
-    return jnp.take(jnp.asarray(_as_tables(qmap).values, jnp.float32), codes.astype(jnp.int32))
+    return lookup(jnp.asarray(_as_tables(qmap).values, jnp.float32), codes)
 
 
 def _safe_divide(x: jax.Array, scale: jax.Array) -> jax.Array:
@@ -313,10 +323,20 @@ def rank1_scale(maxima: tuple[jax.Array, ...]) -> jax.Array:
 
     Reference: Li, Chen, Zhu 2023, Section 4.2 (after SM3, Anil et al. 2019).
     """
+    maxima = [_replicated(axis_max) for axis_max in maxima] if len(maxima) > 1 else maxima
     scale = maxima[0]
     for axis_max in maxima[1:]:
         scale = jnp.minimum(scale, axis_max)
     return scale
+
+
+def _replicated(x: jax.Array) -> jax.Array:
+    # Maxima split over a mesh axis on different dimensions (ZeRO-1 on explicit axes) cannot be
+    # broadcast against each other; they are tiny, so they are gathered whole.
+    spec = getattr(jax.typeof(x).sharding, "spec", None)
+    if spec is not None and any(part is not None for part in spec):
+        return jax.sharding.reshard(x, jax.sharding.PartitionSpec())
+    return x
 
 
 def rank1_normalize(x: jax.Array) -> tuple[jax.Array, tuple[jax.Array, ...]]:
