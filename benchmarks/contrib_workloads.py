@@ -23,12 +23,11 @@ are listed in ``EXCLUDED`` with the reason.
 The final training loss is the mean batch loss over the last 10% of the steps, averaged over the
 seeds; the ratio is to tuned AdamW's. Goal for the parameter-free methods: ratio <= 1.10.
 
-    python benchmarks/contrib_workloads.py           # 3 seeds, 100/150 steps  -> benchmarks/CONTRIB.md
+    python benchmarks/contrib_workloads.py           # 3 seeds, each workload's full run (150/300 steps) -> CONTRIB.md
     python benchmarks/contrib_workloads.py --quick   # 2 seeds, 60/60 steps
 
-Both modes use fewer steps than ``workload.steps`` (150/300): 48 compilations and runs. Measured on
-2 CPU cores shared with other jobs (load ~8): ``--quick`` 231 s; the full mode ran ~14 s per method
-on the digits, so about 12-14 minutes in all (not completed there; lower ``STEPS`` to fit 10).
+48 compilations and runs. Measured on 2 CPU cores shared with other jobs (load 5-7): ``--quick``
+231 s, the full mode 1,511 s.
 """
 
 from __future__ import annotations
