@@ -39,6 +39,8 @@ def scale_by_acprop(
     b2: float = 0.999,
     eps: float = 1e-16,
     eps_root: float = 1e-16,
+    *,
+    center_on_previous_mu: bool = True,
 ) -> GradientTransformation:
     """ACProp scaling (Zhuang et al. 2021): the denominator uses only information before step ``t``.
 
@@ -48,16 +50,22 @@ def scale_by_acprop(
         m_t = \\beta_1 m_{t-1} + (1-\\beta_1) g_t, \\qquad
         s_t = \\beta_2 s_{t-1} + (1-\\beta_2) (g_t - m_{t-1})^2 + \\epsilon_{root}
 
+    (``m_t`` in place of ``m_{t-1}`` with ``center_on_previous_mu=False``).
+
     Args:
       b1: ``beta_1`` in [0, 1). Default 0.9.
       b2: ``beta_2`` in [0, 1). Default 0.999.
       eps: ``epsilon`` >= 0 outside the root. Default 1e-16.
       eps_root: ``epsilon_root`` >= 0 added to ``s``. Default 1e-16.
+      center_on_previous_mu: True (default) centres ``g_t`` on ``m_{t-1}``, as Optax's code does;
+        False centres on ``m_t``, as the paper (Algorithm 2), Optax's own docstring and the
+        authors' code (``juntang-zhuang/ACProp-Optimizer``) do. ``g_t - m_t = beta_1 (g_t - m_{t-1})``,
+        so Optax's ``s`` is ``1 / beta_1^2`` (1.23) times the paper's and its steps 0.9 times as long.
 
     State: ``ScaleByBeliefState(count, mu=m, nu=s)``.
-    Matches ``optax.contrib.scale_by_acprop`` (which follows the authors' repository). Optax's
-    docstring writes the centring with ``m_t``; its code, reproduced here, uses ``m_{t-1}``.
-    Not compared with an authors' reference: ``pytorch_optimizer`` 4.1 has no ACProp.
+    Matches ``optax.contrib.scale_by_acprop`` by default. With ``center_on_previous_mu=False`` it
+    matches the authors' ``ACProp(rectify=False)`` (their experiments' setting; their ``eps``, added
+    to ``s`` every step, is ``eps_root`` here, and the outer ``eps`` as well).
 
     References:
       Zhuang, Ding, Tang, Dvornek, Tatikonda & Duncan, "Momentum Centering and Asynchronous Update
@@ -79,7 +87,7 @@ def scale_by_acprop(
         mu = jax.tree.map(lambda g, m: moving_average(g, m, b1), updates, state.mu)
         nu = jax.tree.map(
             lambda g, m, s: cast_like(b2, s) * s + cast_like(1 - b2, s) * jnp.square(g - m) + cast_like(eps_root, s),
-            updates, state.mu, state.nu,
+            updates, state.mu if center_on_previous_mu else mu, state.nu,
         )
         first = state.count == 0
         # The previous s, debiased at its own step; on the first step there is none and the scale is 1.
@@ -101,6 +109,8 @@ def acprop(
     eps_root: float = 1e-16,
     weight_decay: ScalarOrSchedule = 0.0,
     mask: MaskOrFn | None = None,
+    *,
+    center_on_previous_mu: bool = True,
 ) -> GradientTransformation:
     """ACProp (Zhuang et al. 2021) with decoupled weight decay.
 
@@ -114,16 +124,23 @@ def acprop(
       b1, b2, eps, eps_root: as in :func:`scale_by_acprop` (defaults 0.9, 0.999, 1e-16, 1e-16).
       weight_decay: ``lambda`` >= 0, multiplied by ``eta``. Default 0.
       mask: which leaves decay.
+      center_on_previous_mu: as in :func:`scale_by_acprop`. Default True (Optax's numbers); False
+        is the paper's and the authors' centring on ``m_t``.
+
+    The numerator is the raw gradient ``g_t`` (paper, authors' code, Optax alike), divided by the
+    spread of the gradients around their mean: where gradients agree across steps that spread is
+    small and the step long, so ACProp needs a smaller learning rate than Adam (its
+    ``eps = 1e-16`` gives no floor).
 
     State: ``(ScaleByBeliefState, AddDecayedWeightsState, ScaleByScheduleState)``.
-    Matches ``optax.contrib.acprop``.
+    Matches ``optax.contrib.acprop`` by default.
 
     References:
       Zhuang, Ding, Tang, Dvornek, Tatikonda & Duncan, "Momentum Centering and Asynchronous Update
       for Adaptive Gradient Methods", NeurIPS 2021, arXiv:2110.05454.
     """
     return chain(
-        scale_by_acprop(b1, b2, eps, eps_root),
+        scale_by_acprop(b1, b2, eps, eps_root, center_on_previous_mu=center_on_previous_mu),
         add_decayed_weights(weight_decay, mask),
         scale_by_learning_rate(learning_rate),
     )
