@@ -52,6 +52,7 @@ ADAMW_GRID = (3e-4, 1e-3, 3e-3, 1e-2)
 STEPS = {"digits_cnn": 150, "stdlib_char_lm": 300}  # each workload's full run (workload.steps)
 QUICK_STEPS = {"digits_cnn": 60, "stdlib_char_lm": 60}
 GOAL = 1.10
+KEPT = "<!-- kept on regeneration -->"
 PARAMETER_FREE = ("prodigy", "dadapt_adamw", "dog", "dowg", "cocob", "mechanize(adam)")
 # Learning rates for the methods whose learning_rate has no default: (value or "workload", source).
 LEARNING_RATES: dict[str, tuple[float | str, str]] = {
@@ -280,7 +281,10 @@ AdamW's final training loss (ratio <= {GOAL:.2f}x).
 
 {excluded}
 """
-    pathlib.Path(args.out).write_text(text)
+    out = pathlib.Path(args.out)
+    if out.exists() and KEPT in out.read_text():  # hand-written analysis below the marker survives regeneration
+        text += "\n" + out.read_text()[out.read_text().index(KEPT):]
+    out.write_text(text)
     print(f"\nwall time {wall:.0f} s; wrote {args.out}")
 
 
