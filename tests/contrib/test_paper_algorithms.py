@@ -111,9 +111,8 @@ def _mechanic(s_init, lam=0.01, eps=1e-8, lr=1.0, optax_style=False):
     ``r_t = max(0, beta r_{t-1} - s_t h_t)``, and the decay term of ``h`` formed at ``x_t + u_t``,
     the point after the base step, where the paper writes ``x_t``). ``optax_style=True`` switches in
     Optax's five choices: ``s_1 = s_init``, ``m_0 = 0`` with ``m_t = max(beta m_{t-1}, |h_t| + eps)``,
-    ``h_t`` clipped to
-    ``[-m_{t-1}, m_{t-1}]`` in the reward, ``r`` kept unclamped (clamped only in the wealth) and the
-    decay term formed at ``x_t`` as in the paper.
+    ``h_t`` clipped to ``[-m_{t-1}, m_{t-1}]`` in the reward, ``r`` kept unclamped (clamped only in
+    the wealth) and the decay term formed at ``x_t`` as in the paper.
     """
     n = len(BETAS)
     x_ref = _flat(initial_params())
