@@ -40,7 +40,7 @@ def scale_by_acprop(
     eps: float = 1e-16,
     eps_root: float = 1e-16,
     *,
-    center_on_previous_mu: bool = True,
+    center_on_previous_mu: bool = False,
 ) -> GradientTransformation:
     """ACProp scaling (Zhuang et al. 2021): the denominator uses only information before step ``t``.
 
@@ -48,23 +48,23 @@ def scale_by_acprop(
         u_t = \\frac{g_t}{\\sqrt{s_{t-1} / (1-\\beta_2^{t-1})} + \\epsilon} \\quad (u_1 = g_1 / (1 + \\epsilon))
 
         m_t = \\beta_1 m_{t-1} + (1-\\beta_1) g_t, \\qquad
-        s_t = \\beta_2 s_{t-1} + (1-\\beta_2) (g_t - m_{t-1})^2 + \\epsilon_{root}
+        s_t = \\beta_2 s_{t-1} + (1-\\beta_2) (g_t - m_t)^2 + \\epsilon_{root}
 
-    (``m_t`` in place of ``m_{t-1}`` with ``center_on_previous_mu=False``).
+    (``m_{t-1}`` in place of ``m_t``, Optax's code, with ``center_on_previous_mu=True``).
 
     Args:
       b1: ``beta_1`` in [0, 1). Default 0.9.
       b2: ``beta_2`` in [0, 1). Default 0.999.
       eps: ``epsilon`` >= 0 outside the root. Default 1e-16.
       eps_root: ``epsilon_root`` >= 0 added to ``s``. Default 1e-16.
-      center_on_previous_mu: True (default) centres ``g_t`` on ``m_{t-1}``, as Optax's code does;
-        False centres on ``m_t``, as the paper (Algorithm 2), Optax's own docstring and the
-        authors' code (``juntang-zhuang/ACProp-Optimizer``) do. ``g_t - m_t = beta_1 (g_t - m_{t-1})``,
+      center_on_previous_mu: False (default) centres ``g_t`` on ``m_t``, as the paper
+        (Algorithm 2), Optax's own docstring and the authors' code (``juntang-zhuang/ACProp-Optimizer``)
+        do; True centres on ``m_{t-1}``, as Optax's code does (Optax's numbers). ``g_t - m_t = beta_1 (g_t - m_{t-1})``,
         so Optax's ``s`` is ``1 / beta_1^2`` (1.23) times the paper's and its steps 0.9 times as long.
 
     State: ``ScaleByBeliefState(count, mu=m, nu=s)``.
-    Matches ``optax.contrib.scale_by_acprop`` by default. With ``center_on_previous_mu=False`` it
-    matches the authors' ``ACProp(rectify=False)`` (their experiments' setting; their ``eps``, added
+    Matches the authors' ``ACProp(rectify=False)`` by default; with ``center_on_previous_mu=True``
+    it matches ``optax.contrib.scale_by_acprop`` (their experiments' setting; their ``eps``, added
     to ``s`` every step, is ``eps_root`` here, and the outer ``eps`` as well).
 
     References:
@@ -110,7 +110,7 @@ def acprop(
     weight_decay: ScalarOrSchedule = 0.0,
     mask: MaskOrFn | None = None,
     *,
-    center_on_previous_mu: bool = True,
+    center_on_previous_mu: bool = False,
 ) -> GradientTransformation:
     """ACProp (Zhuang et al. 2021) with decoupled weight decay.
 
@@ -124,8 +124,8 @@ def acprop(
       b1, b2, eps, eps_root: as in :func:`scale_by_acprop` (defaults 0.9, 0.999, 1e-16, 1e-16).
       weight_decay: ``lambda`` >= 0, multiplied by ``eta``. Default 0.
       mask: which leaves decay.
-      center_on_previous_mu: as in :func:`scale_by_acprop`. Default True (Optax's numbers); False
-        is the paper's and the authors' centring on ``m_t``.
+      center_on_previous_mu: as in :func:`scale_by_acprop`. Default False (the paper's and the
+        authors' centring on ``m_t``); True gives Optax's numbers.
 
     The numerator is the raw gradient ``g_t`` (paper, authors' code, Optax alike), divided by the
     spread of the gradients around their mean: where gradients agree across steps that spread is

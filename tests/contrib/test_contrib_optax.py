@@ -75,7 +75,10 @@ CASES = {
         lambda: gc.madgrad(lambda t: 0.02 / jnp.sqrt(t + 1.0) - 1e-6, momentum=0.0),
         lambda: oc.madgrad(lambda t: 0.02 / jnp.sqrt(t + 1.0) - 1e-6, momentum=0.0),
     ),
-    "acprop": (lambda: gc.acprop(0.01, weight_decay=0.01), lambda: oc.acprop(0.01, weight_decay=0.01)),
+    "acprop": (
+        lambda: gc.acprop(0.01, weight_decay=0.01, center_on_previous_mu=True),
+        lambda: oc.acprop(0.01, weight_decay=0.01),
+    ),
     "sam_sgd": (
         lambda: gc.sam(gradtx.sgd(0.1), gradtx.sgd(0.05)), lambda: oc.sam(optax.sgd(0.1), optax.sgd(0.05))
     ),
@@ -159,7 +162,7 @@ def test_state_fields_are_optax_names():
         (gc.scale_by_ademamix(), oc.scale_by_ademamix()),
         (gc.scale_by_simplified_ademamix(), oc.scale_by_simplified_ademamix()),
         (gc.scale_by_madgrad(0.1), oc.scale_by_madgrad(0.1)),
-        (gc.scale_by_acprop(), oc.scale_by_acprop()),
+        (gc.scale_by_acprop(center_on_previous_mu=True), oc.scale_by_acprop()),
         (gc.sam(gradtx.sgd(0.1), gradtx.sgd(0.1)), oc.sam(optax.sgd(0.1), optax.sgd(0.1))),
         (gc.hutchinson_estimator_diag_hessian(), oc.hutchinson_estimator_diag_hessian()),
     ]

@@ -212,16 +212,17 @@ def _acprop_authors(lr, eps, b1=0.9, b2=0.999):
 
 @pytest.mark.parametrize("eps", [1e-16, 1e-8])
 def test_acprop_paper_centring_and_optax(eps):
-    """``center_on_previous_mu=False`` is the authors' code (their ``eps`` is both ``eps`` and
-    ``eps_root`` here); the default keeps Optax's centring on ``m_{t-1}``, which differs."""
+    """The default (``center_on_previous_mu=False``) is the authors' code (their ``eps`` is both ``eps``
+    and ``eps_root`` here); ``center_on_previous_mu=True`` is Optax's centring on ``m_{t-1}``, which differs."""
     import optax.contrib
 
     authors = _numpy_trajectory(_acprop_authors(1e-2, eps))
-    ours = run_gradtx(contrib.acprop(1e-2, eps=eps, eps_root=eps, center_on_previous_mu=False), STEPS)
+    ours = run_gradtx(contrib.acprop(1e-2, eps=eps, eps_root=eps), STEPS)
     assert max_relative_error(ours, authors) < TOLERANCE
     assert _moved(ours) > 0.1
-    default = run_gradtx(contrib.acprop(1e-2, eps=eps, eps_root=eps), STEPS)
-    assert max_relative_error(default, run_gradtx(optax.contrib.acprop(1e-2, eps=eps, eps_root=eps), STEPS)) < TOLERANCE
-    assert max_relative_error(default, authors) > 1e-3
-    scale = run_gradtx(contrib.scale_by_acprop(center_on_previous_mu=False), 3)
+    optax_form = run_gradtx(contrib.acprop(1e-2, eps=eps, eps_root=eps, center_on_previous_mu=True), STEPS)
+    optax_numbers = run_gradtx(optax.contrib.acprop(1e-2, eps=eps, eps_root=eps), STEPS)
+    assert max_relative_error(optax_form, optax_numbers) < TOLERANCE
+    assert max_relative_error(optax_form, authors) > 1e-3
+    scale = run_gradtx(contrib.scale_by_acprop(), 3)
     assert all(np.all(np.isfinite(p["w"])) for p in scale)
