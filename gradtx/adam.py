@@ -24,6 +24,7 @@ from gradtx.tree_utils import (
     check_trees_match,
     clip_for_square,
     keep_dtype,
+    leaf_dtype,
     moving_average,
     saturating_increment,
     tree_cast,
@@ -81,12 +82,18 @@ def _adaptive_step(mu_hat: PyTree, nu_hat: PyTree, updates: PyTree, eps: Any, ep
 
     bfloat16 moments and float16 gradients promote to float32 inside; the step keeps ``g``'s dtype.
     """
-    return jax.tree.map(
-        lambda m, v, g: keep_dtype(m / (jnp.sqrt(v + cast_like(eps_root, v)) + cast_eps_like(eps, v)), g.dtype),
-        mu_hat,
-        nu_hat,
-        updates,
-    )
+    # A zero eps_root given as a number adds nothing (v >= 0): one operation less per leaf to trace.
+    skip_root = isinstance(eps_root, (int, float)) and eps_root == 0
+
+    def step(m, v, g):
+        dtype = leaf_dtype(m)
+        if dtype == leaf_dtype(v) == leaf_dtype(g):
+            # lax directly: a jnp operator traces as a nested jit, one per operation and leaf.
+            root = v if skip_root else jax.lax.add(v, cast_like(eps_root, v))
+            return jax.lax.div(m, jax.lax.add(jax.lax.sqrt(root), cast_eps_like(eps, v)))
+        return keep_dtype(m / (jnp.sqrt(v + cast_like(eps_root, v)) + cast_eps_like(eps, v)), g.dtype)
+
+    return jax.tree.map(step, mu_hat, nu_hat, updates)
 
 
 def _check_betas(b1: Any, b2: Any) -> None:

@@ -25,6 +25,8 @@ from gradtx.tree_utils import (
     check_trees_match,
     clip_for_square,
     clip_for_square_unmerged,
+    leaf_dtype,
+    moving_average,
     saturate,
     saturating_increment,
     tree_real_full_like,
@@ -38,6 +40,14 @@ from gradtx.validation import (
     check_schedule_arguments,
     check_state_type,
 )
+
+
+def _add(a: jax.Array, b: jax.Array) -> jax.Array:
+    return jax.lax.add(a, b) if leaf_dtype(a) == leaf_dtype(b) else a + b
+
+
+def _zero(x: jax.Array) -> jax.Array:
+    return cast_like(0, x)
 
 
 class AdagradState(NamedTuple):
@@ -89,12 +99,18 @@ def scale_by_adagrad(
         # Why: in float32 g^2 is inf for |g| > 1.8e19, and an inf never leaves the running sum; the
         # sum itself grows without bound, so it saturates at the dtype's largest value instead.
         updates = jax.tree.map(clip_for_square, updates, state.sum_of_squares)
-        sum_of_squares = jax.tree.map(lambda g, s: saturate(s + abs_sq(g)), updates, state.sum_of_squares)
+        sum_of_squares = jax.tree.map(lambda g, s: saturate(_add(s, abs_sq(g))), updates, state.sum_of_squares)
 
         def scaled(g, s):
+            lean = leaf_dtype(g) == leaf_dtype(s)  # lax directly: jnp operators trace as nested jits
             if eps_in_sqrt:
+                if lean:
+                    root = jax.lax.rsqrt(jax.lax.add(s, cast_eps_like(eps, s)))
+                    return jax.lax.select(jax.lax.gt(s, _zero(s)), jax.lax.mul(g, root), jax.lax.full_like(g, 0))
                 out_dtype = g.dtype if jnp.iscomplexobj(g) else s.dtype
                 return jnp.where(s > 0, g * jax.lax.rsqrt(s + cast_eps_like(eps, s)), 0).astype(out_dtype)
+            if lean:
+                return jax.lax.div(g, jax.lax.add(jax.lax.sqrt(s), cast_eps_like(eps, s)))
             return g / (jnp.sqrt(s) + cast_eps_like(eps, s))
 
         return jax.tree.map(scaled, updates, sum_of_squares), AdagradState(sum_of_squares)
@@ -203,9 +219,7 @@ def scale_by_rms(
         updates = jax.tree.map(clip_for_square, updates, state.nu)
         rho = value_at(decay, state.step_count)
         step_count = saturating_increment(state.step_count)
-        nu = jax.tree.map(
-            lambda g, n: cast_like(rho, n) * n + cast_like(1 - rho, n) * abs_sq(g), updates, state.nu
-        )
+        nu = jax.tree.map(lambda g, n: moving_average(abs_sq(g), n, rho), updates, state.nu)
         nu_hat = debias(nu, rho, step_count) if bias_correction else nu
         if centered:
             mu = jax.tree.map(lambda g, m: cast_like(rho, m) * m + cast_like(1 - rho, m) * g, updates, state.mu)
@@ -217,6 +231,10 @@ def scale_by_rms(
             denominator_sq = nu_hat
 
         def scaled(g, d):
+            if leaf_dtype(g) == leaf_dtype(d):  # lax directly: jnp operators trace as nested jits
+                if eps_in_sqrt:
+                    return jax.lax.mul(g, jax.lax.rsqrt(jax.lax.add(d, cast_eps_like(eps, d))))
+                return jax.lax.div(g, jax.lax.add(jax.lax.sqrt(d), cast_eps_like(eps, d)))
             if eps_in_sqrt:
                 return g * jax.lax.rsqrt(d + cast_eps_like(eps, d))
             return g / (jnp.sqrt(d) + cast_eps_like(eps, d))
