@@ -195,6 +195,8 @@ def apply_updates(params: Params, updates: Updates) -> Params:
     def add(param, update):
         if param is None:
             return None
+        if isinstance(param, jax.Array) and isinstance(update, jax.Array) and param.dtype == update.dtype:
+            return jax.lax.add(param, update)  # lax: ``+`` traces as a nested jit, once per leaf
         param = jnp.asarray(param)
         return keep_dtype(param + update, param.dtype)
 

@@ -26,6 +26,7 @@ from gradtx.tree_utils import (
     check_float_leaves,
     check_trees_match,
     keep_dtype,
+    leaf_dtype,
     saturating_increment,
     tree_cast,
     tree_zeros_like,
@@ -43,13 +44,28 @@ def bias_correction(moment: PyTree, decay: Any, step_count: jax.Array) -> PyTree
     power_dtype = jnp.promote_types(jnp.result_type(decay), jnp.float32)
     correction = 1 - jnp.asarray(decay, power_dtype) ** jnp.asarray(step_count).astype(power_dtype)
 
+    corrections = {}
+
     def divide(m):
         # Why float32 or wider for the division: 1 - 0.99999 is a float16 subnormal, which the
         # CPU flushes to 0, so m / (1 - beta^t) became inf. float32 and float64 are unchanged.
-        wide = jnp.promote_types(m.dtype, jnp.float32)
-        return keep_dtype(keep_dtype(m, wide) / keep_dtype(correction, wide), m.dtype)
+        dtype = leaf_dtype(m)
+        wide = jnp.promote_types(dtype, jnp.float32)
+        if wide not in corrections:  # one conversion per dtype, not one per leaf
+            corrections[wide] = keep_dtype(correction, wide)
+        if wide == dtype:
+            return jax.lax.div(m, corrections[wide])
+        return keep_dtype(keep_dtype(m, wide) / corrections[wide], dtype)
 
     return jax.tree.map(divide, moment)
+
+
+def _add_scaled(g: jax.Array, mu: Any, b: jax.Array) -> jax.Array:
+    """``g + mu b``, ``mu`` cast like ``b``; in lax when the dtypes agree (a jnp operator traces as a
+    nested jit, which costs trace time on every leaf)."""
+    if leaf_dtype(g) == leaf_dtype(b):
+        return jax.lax.add(g, jax.lax.mul(cast_like(mu, b), b))
+    return g + cast_like(mu, b) * b
 
 
 class TraceState(NamedTuple):
@@ -95,9 +111,9 @@ def trace(
         check_state_type(state, TraceState, "trace")
         check_trees_match(updates, state.trace, name="updates", reference_name="trace state", context="trace")
         mu = value_at(decay, state.step_count)
-        new_trace = jax.tree.map(lambda g, b: g + cast_like(mu, b) * b, updates, state.trace)
+        new_trace = jax.tree.map(lambda g, b: _add_scaled(g, mu, b), updates, state.trace)
         if nesterov:
-            updates = jax.tree.map(lambda g, b: g + cast_like(mu, b) * b, updates, new_trace)
+            updates = jax.tree.map(lambda g, b: _add_scaled(g, mu, b), updates, new_trace)
         else:
             updates = new_trace
         return updates, TraceState(saturating_increment(state.step_count), tree_cast(new_trace, accumulator_dtype))

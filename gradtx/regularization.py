@@ -80,12 +80,19 @@ def add_decayed_weights(weight_decay: ScalarOrSchedule = 0.0, mask: MaskOrFn | N
         )
         decay = value_at(weight_decay, state.step_count)
         updates = jax.tree.map(
-            lambda g, w: None if g is None else g + cast_like(decay, g) * w, updates, params, is_leaf=_is_none
+            lambda g, w: None if g is None else _add_decay(g, decay, w), updates, params, is_leaf=_is_none
         )
         return updates, AddDecayedWeightsState(saturating_increment(state.step_count))
 
     transform = GradientTransformation(init_fn, update_fn)
     return transform if mask is None else masked(transform, mask)
+
+
+def _add_decay(g: jax.Array, decay: Any, w: jax.Array) -> jax.Array:
+    """``g + decay * w`` with ``decay`` cast like ``g``; in lax when the dtypes agree (cheaper to trace)."""
+    if isinstance(g, jax.Array) and isinstance(w, jax.Array) and g.dtype == w.dtype:
+        return jax.lax.add(g, jax.lax.mul(cast_like(decay, g), w))
+    return g + cast_like(decay, g) * w
 
 
 def _is_none(x: Any) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -64,10 +64,16 @@ def scale_by_schedule(step_size_fn) -> GradientTransformation:
         check_state_type(state, ScaleByScheduleState, "scale_by_schedule")
         check_updates_match_params(updates, params, "scale_by_schedule")
         step_size = step_size_fn(state.step_count)
-        updates = jax.tree.map(lambda g: g * cast_like(step_size, g), updates)
+        updates = jax.tree.map(lambda g: _scaled(g, step_size), updates)
         return updates, ScaleByScheduleState(saturating_increment(state.step_count))
 
     return GradientTransformation(init_fn, update_fn)
+
+
+def _scaled(g: jax.Array, step_size: Any) -> jax.Array:
+    """``g * step_size`` in ``g``'s dtype; with ``lax.mul`` for arrays (``*`` traces as a nested jit)."""
+    factor = cast_like(step_size, g)
+    return jax.lax.mul(g, factor) if isinstance(g, jax.Array) else g * factor
 
 
 def scale_by_learning_rate(learning_rate: ScalarOrSchedule, *, flip_sign: bool = True) -> GradientTransformation:

@@ -18,6 +18,7 @@ from gradtx.tree_utils import (
     check_trees_match,
     check_updates_match_params,
     keep_dtype,
+    leaf_dtype,
     moving_average,
     saturating_increment,
     tree_cast,
@@ -153,6 +154,10 @@ def scale_by_lion(
         beta1, beta2 = value_at(b1, state.count), value_at(b2, state.count)
 
         def step(g, m):
+            if mode == "hard" and leaf_dtype(g) == leaf_dtype(m):
+                # lax directly: jnp operators trace as nested jits, several per leaf.
+                c = jax.lax.add(jax.lax.mul(cast_like(1 - beta1, m), g), jax.lax.mul(cast_like(beta1, m), m))
+                return jax.lax.sign(c)
             c = cast_like(1 - beta1, m) * g + cast_like(beta1, m) * m
             return keep_dtype(direction(c), g.dtype)
 

@@ -6,11 +6,14 @@ every helper here untouched.
 
 from __future__ import annotations
 
+import functools
+import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 PyTree = Any
 
@@ -90,15 +93,19 @@ def moving_average(new: jax.Array, average: jax.Array, decay: Any) -> jax.Array:
     The exponential moving average behind every moment estimate (Adam's ``m`` and ``v``, AdaBelief,
     AdEMAMix, Sophia, ...), written once so that they all round alike.
     """
+    if leaf_dtype(new) == leaf_dtype(average):
+        # lax directly: a jnp operator traces as a nested jit, several per leaf and step.
+        return lax.add(lax.mul(cast_like(decay, average), average), lax.mul(cast_like(1 - decay, average), new))
     return cast_like(decay, average) * average + cast_like(1 - decay, average) * new
 
 
 def abs_sq(x: jax.Array) -> jax.Array:
     """``|x|^2`` element-wise: ``x^2`` for real ``x``, ``re(x)^2 + im(x)^2`` (a real array) for complex ``x``."""
-    x = jnp.asarray(x)
-    if jnp.iscomplexobj(x):
+    if not isinstance(x, jax.Array):
+        x = jnp.asarray(x)
+    if x.dtype.kind == "c":
         return jnp.square(x.real) + jnp.square(x.imag)
-    return jnp.square(x)
+    return lax.square(x)
 
 
 def tree_sum_of_squares(tree: PyTree) -> jax.Array:
@@ -251,14 +258,20 @@ def clip_for_square(g: jax.Array, accumulator: jax.Array) -> jax.Array:
     keeps it forever and the method stalls. Adam-type updates ``m / sqrt(v)`` are invariant to the
     scale of ``g``, so clipping before both moments keeps the step's size and direction.
 
+    Cost: three elementwise operations (``is_finite``, ``clamp``, ``select``) in each kernel that
+    reads ``g``; nothing at run time (the step is memory-bound), but about 15-25% more XLA:CPU
+    compile time for Adam on many small leaves (benchmarks/RESULTS.md, "default path"). The
+    optimizers that use it take ``overflow_guard=False`` to leave it out.
+
     Complex ``g`` is returned unchanged (decided at trace time from the dtype).
     """
-    if jnp.iscomplexobj(g):
+    dtype = leaf_dtype(g)
+    if dtype.kind == "c":
         return g
-    bound = _square_bound(g, accumulator)
+    low, high = _square_bounds(dtype, leaf_dtype(accumulator))
     # lax rather than jnp.clip/jnp.where: those trace as nested jit calls, one pair per leaf,
     # which made the Adam step of a 1000-leaf tree slower to compile than Optax's.
-    return jax.lax.select(jnp.isfinite(g), jax.lax.clamp(-bound, g, bound), g)
+    return lax.select(lax.is_finite(g), lax.clamp(low, g, high), g)
 
 
 def clip_for_square_unmerged(g: jax.Array, accumulator: jax.Array) -> jax.Array:
@@ -269,17 +282,35 @@ def clip_for_square_unmerged(g: jax.Array, accumulator: jax.Array) -> jax.Array:
     ``optax.rmsprop`` on 16M parameters). Clipping a second time with operations XLA cannot
     merge with the first lets each copy fuse into its own consumer. Complex ``g`` passes unchanged.
     """
-    if jnp.iscomplexobj(g):
+    dtype = leaf_dtype(g)
+    if dtype.kind == "c":
         return g
-    bound = _square_bound(g, accumulator)
-    clipped = jax.lax.select(jnp.isfinite(g), jnp.sign(g) * bound, g)
-    return jax.lax.select(jnp.abs(g) <= bound, g, clipped)
+    _, bound = _square_bounds(dtype, leaf_dtype(accumulator))
+    clipped = lax.select(lax.is_finite(g), lax.mul(lax.sign(g), bound), g)
+    return lax.select(lax.le(lax.abs(g), bound), g, clipped)
 
 
-def _square_bound(g: jax.Array, accumulator: jax.Array) -> np.ndarray:
-    """``sqrt(M) / 2`` in ``g``'s dtype, ``M`` the largest value of the narrower of the two dtypes."""
-    max_value = min(float(jnp.finfo(jnp.result_type(g)).max), float(jnp.finfo(jnp.result_type(accumulator)).max))
-    return np.asarray(np.sqrt(max_value) / 2, jnp.result_type(g))
+@functools.cache
+def _square_bounds(dtype: np.dtype, accumulator_dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """``-+sqrt(M) / 2`` in ``dtype``, ``M`` the largest value of the narrower of the two dtypes.
+
+    Cached: it is the same pair for every leaf of a tree, and ``finfo`` is slow to ask per leaf.
+    """
+    max_value = min(float(jnp.finfo(dtype).max), float(jnp.finfo(accumulator_dtype).max))
+    bound = np.asarray(np.sqrt(max_value) / 2, dtype)
+    return _frozen(np.asarray(-bound, dtype)), _frozen(bound)
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False
+    return array
+
+
+def leaf_dtype(leaf: Any) -> np.dtype:
+    """A leaf's dtype, read from its ``dtype`` attribute when it has one (``jnp.result_type`` is
+    slow to call per leaf) and from ``jnp.result_type`` for Python scalars and lists."""
+    dtype = getattr(leaf, "dtype", None)
+    return dtype if isinstance(dtype, np.dtype) else np.dtype(jnp.result_type(leaf))
 
 
 def saturate(x: jax.Array) -> jax.Array:
@@ -287,7 +318,14 @@ def saturate(x: jax.Array) -> jax.Array:
 
     NaN passes unchanged. Used for running sums of squares (AdaGrad), which grow without bound.
     """
-    return jnp.minimum(x, jnp.asarray(jnp.finfo(jnp.result_type(x)).max, jnp.result_type(x)))
+    if not isinstance(x, jax.Array):
+        x = jnp.asarray(x)
+    return lax.min(x, _largest(leaf_dtype(x)))
+
+
+@functools.cache
+def _largest(dtype: np.dtype) -> np.ndarray:
+    return _frozen(np.asarray(jnp.finfo(dtype).max, dtype))
 
 
 def cast_eps_like(eps: Any, leaf: jax.Array) -> jax.Array:
@@ -297,11 +335,16 @@ def cast_eps_like(eps: Any, leaf: jax.Array) -> jax.Array:
     ``0 / (0 + eps)`` of a zero gradient into NaN. In float32 and float64 any eps above 1.2e-38
     and 2.2e-308 respectively is returned exactly.
     """
-    dtype = jnp.result_type(leaf)
-    tiny = np.asarray(jnp.finfo(dtype).tiny, dtype)
+    dtype = leaf_dtype(leaf)
+    tiny = _tiny(dtype)
     eps = cast_like(eps, leaf)
     # A NumPy constant stays one (see cast_like); only a traced eps needs a JAX operation.
     return np.maximum(eps, tiny) if isinstance(eps, np.ndarray) else jnp.maximum(eps, tiny)
+
+
+@functools.cache
+def _tiny(dtype: np.dtype) -> np.ndarray:
+    return _frozen(np.asarray(jnp.finfo(dtype).tiny, dtype))
 
 
 def _is_python_number(value: Any) -> bool:
@@ -311,12 +354,21 @@ def _is_python_number(value: Any) -> bool:
 def _constant(value: float, dtype: Any) -> np.ndarray:
     """``jnp.asarray(value).astype(dtype)`` computed by NumPy: the same rounding (through JAX's
     default float or int type), but a constant rather than an eagerly run JAX operation."""
-    return np.asarray(np.asarray(value, jnp.result_type(type(value))), dtype)
+    # The default type depends on jax_enable_x64, which may change between calls: part of the key.
+    # -0.0 == 0.0 as a key, so the sign is part of it too (a zero learning rate flips to -0.0).
+    negative = math.copysign(1.0, value) < 0
+    return _cached_constant(value, type(value), negative, np.dtype(dtype), jax.config.jax_enable_x64)
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_constant(value: float, kind: type, negative: bool, dtype: np.dtype, x64: bool) -> np.ndarray:
+    del negative, x64
+    return _frozen(np.asarray(np.asarray(value, jnp.result_type(kind)), dtype))
 
 
 def keep_dtype(x: jax.Array, dtype: Any) -> jax.Array:
     """``x.astype(dtype)``, skipped when ``x`` already has that dtype (cheaper to trace)."""
-    return x if jnp.result_type(x) == dtype else x.astype(dtype)
+    return x if leaf_dtype(x) == dtype else x.astype(dtype)
 
 
 def cast_like(value: Any, leaf: jax.Array) -> jax.Array:
@@ -325,7 +377,7 @@ def cast_like(value: Any, leaf: jax.Array) -> jax.Array:
     Without it a float64 schedule value (under ``jax_enable_x64``) would promote float32 or
     bfloat16 state to float64 and change the state's type between steps.
     """
-    dtype = jnp.result_type(leaf)
+    dtype = leaf_dtype(leaf)
     if _is_python_number(value):
         # Why: tracing a tree of 1000 leaves calls this thousands of times; a NumPy constant
         # costs nothing there, where a JAX conversion runs an operation each time.

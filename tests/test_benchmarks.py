@@ -61,3 +61,22 @@ def test_gpu_shaped_run_without_chunked_variant_reports_peak_fraction(monkeypatc
     assert cells[6] == "70%"
     full = step_time.report(results)
     assert "gradtx fused, chunked | " in full and "n/a" in full
+
+
+def test_default_path_benchmark_smoke_run():
+    # Tiny trees, one round: every optimizer compiles and steps in both libraries and the report
+    # is complete. Timings are printed, never asserted.
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        import default_path
+    finally:
+        sys.path.pop(0)
+    section = default_path.main(["--smoke"])
+    for name in default_path.OPTIMIZERS:
+        assert section.count(f"| {name} |") == len(default_path.SMOKE_TREES), name
+    for variant in default_path.TRAIN_VARIANTS:
+        assert f"| {variant} |" in section
+    assert "Training step compile at 3 leaves" in section
+    text = default_path.replace_between_markers("# Results\n", "body one")
+    assert text.count(default_path.BEGIN) == 1 and "body one" in text
+    assert default_path.replace_between_markers(text, "body two").count("body") == 1

@@ -107,3 +107,41 @@ def test_global_norm_of_mixed_dtypes():
     np.testing.assert_allclose(gradtx.global_norm(jax.tree.map(lambda x: x.astype(jnp.float64), tree["f64"])),
                                optax.tree.norm(tree["f64"]), rtol=1e-15)
     assert gradtx.global_norm is gradtx.tree_global_norm
+
+
+GUARDED = {
+    "adam": lambda guard: gradtx.adam(1e-3, overflow_guard=guard),
+    "adamw": lambda guard: gradtx.adamw(1e-3, overflow_guard=guard),
+    "rmsprop": lambda guard: gradtx.rmsprop(1e-3, overflow_guard=guard),
+    "rmsprop_torch": lambda guard: gradtx.rmsprop(1e-3, decay=0.99, eps_in_sqrt=False, overflow_guard=guard),
+    "adagrad": lambda guard: gradtx.adagrad(1e-3, overflow_guard=guard),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GUARDED))
+def test_overflow_guard_clips_huge_float32_gradients_and_passes_non_finite_ones(name):
+    # g = 1e30: g^2 overflows float32. With the guard the state stays finite and the step is the
+    # one for g = sqrt(M)/2; without it (Optax's arithmetic) the state holds inf. Ordinary
+    # gradients and non-finite ones give the same numbers either way, bit for bit.
+    params = {"w": jnp.zeros(6, jnp.float32)}
+    huge = {"w": jnp.array([1e30, -1e30, 2.0, -0.5, 0.0, -0.0], jnp.float32)}
+    bound = np.float32(np.sqrt(np.finfo(np.float32).max) / 2)
+    clipped = {"w": jnp.array([bound, -bound, 2.0, -0.5, 0.0, -0.0], jnp.float32)}
+    bad = {"w": jnp.array([np.inf, -np.inf, np.nan, 1.0, -1.0, 0.0], jnp.float32)}
+    guarded, unguarded = GUARDED[name](True), GUARDED[name](False)
+    step = lambda t, g: jax.jit(t.update)(g, t.init(params), params)  # noqa: E731
+    updates, state = step(guarded, huge)
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(state))
+    for a, b in zip(jax.tree.leaves((updates, state)), jax.tree.leaves(step(unguarded, clipped))):
+        np.testing.assert_array_equal(a, b)
+    unguarded_state = jax.tree.leaves(step(unguarded, huge)[1])
+    if name == "adagrad":  # its running sum saturates at M instead of reaching inf
+        assert float(unguarded_state[0][0]) == np.finfo(np.float32).max
+    else:
+        assert not all(bool(jnp.all(jnp.isfinite(x))) for x in unguarded_state)
+    for grads in (clipped, bad):
+        ours, theirs = step(guarded, grads), step(unguarded, grads)
+        for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
+            np.testing.assert_array_equal(a, b)
+            assert np.array_equal(np.signbit(np.asarray(a)), np.signbit(np.asarray(b)))
+    assert not bool(jnp.all(jnp.isfinite(step(guarded, bad)[0]["w"][:3])))
