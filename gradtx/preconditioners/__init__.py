@@ -1,0 +1,13 @@
+"""Kronecker-factored preconditioners for deep networks: PSGD-Kron and K-FAC.
+
+Each is a ``GradientTransformation`` that chains with clipping, weight decay, schedules,
+``masked`` and ``inject_hyperparams``; the names are re-exported flat (``gradtx.psgd_kron``).
+"""
+
+from gradtx.preconditioners.psgd_kron import (
+    ScaleByKronState,
+    precond_update_prob_schedule,
+    probe_vectors,
+    psgd_kron,
+    scale_by_kron,
+)
