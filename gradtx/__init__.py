@@ -251,6 +251,13 @@ from gradtx.optimistic import (
     scale_by_optimistic_gradient,
 )
 from gradtx.perturbations import MultiNormalDiagFromLogScale, multi_normal
+from gradtx.preconditioners import (
+    ScaleByKronState,
+    precond_update_prob_schedule,
+    probe_vectors,
+    psgd_kron,
+    scale_by_kron,
+)
 from gradtx.quantization_maps import dynamic_map, linear_map
 from gradtx.regularization import (
     AdaptiveGradClipState,

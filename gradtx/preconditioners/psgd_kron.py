@@ -69,6 +69,9 @@ def precond_update_prob_schedule(
     return schedule
 
 
+_DEFAULT_UPDATE_PROBABILITY = precond_update_prob_schedule()
+
+
 class ScaleByKronState(NamedTuple):
     """State of :func:`scale_by_kron` and :func:`psgd_kron` (psgd_jax's field names).
 
@@ -251,7 +254,7 @@ def probe_vectors(key: jax.Array, count: jax.Array, updates: PyTree) -> tuple[ja
 @check_schedule_arguments
 def scale_by_kron(
     b1: float | jax.Array = 0.9,
-    preconditioner_update_probability: ScalarOrSchedule = precond_update_prob_schedule(),
+    preconditioner_update_probability: ScalarOrSchedule = _DEFAULT_UPDATE_PROBABILITY,
     max_size_triangular: int = 8192,
     min_ndim_triangular: int = 2,
     memory_save_mode: str | None = None,
@@ -423,7 +426,7 @@ def psgd_kron(
     b1: float | jax.Array = 0.9,
     weight_decay: ScalarOrSchedule = 0.0,
     weight_decay_mask: MaskOrFn | None = None,
-    preconditioner_update_probability: ScalarOrSchedule = precond_update_prob_schedule(),
+    preconditioner_update_probability: ScalarOrSchedule = _DEFAULT_UPDATE_PROBABILITY,
     max_size_triangular: int = 8192,
     min_ndim_triangular: int = 2,
     memory_save_mode: str | None = None,
