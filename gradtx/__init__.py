@@ -253,8 +253,8 @@ from gradtx.optimistic import (
 from gradtx.perturbations import MultiNormalDiagFromLogScale, multi_normal
 from gradtx.preconditioners import (
     ScaleByKronState,
+    kron_probes,
     precond_update_prob_schedule,
-    probe_vectors,
     psgd_kron,
     scale_by_kron,
 )

@@ -6,8 +6,8 @@ Each is a ``GradientTransformation`` that chains with clipping, weight decay, sc
 
 from gradtx.preconditioners.psgd_kron import (
     ScaleByKronState,
+    kron_probes,
     precond_update_prob_schedule,
-    probe_vectors,
     psgd_kron,
     scale_by_kron,
 )

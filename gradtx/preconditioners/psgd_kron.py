@@ -237,7 +237,7 @@ def _leaf_shapes(qs_tree: PyTree) -> PyTree:
     return jax.tree.map(shape, qs_tree, is_leaf=_is_factors)
 
 
-def probe_vectors(key: jax.Array, count: jax.Array, updates: PyTree) -> tuple[jax.Array, PyTree]:
+def kron_probes(key: jax.Array, count: jax.Array, updates: PyTree) -> tuple[jax.Array, PyTree]:
     """The random draws of step ``count`` of :func:`scale_by_kron`: a balancing uniform and the probes.
 
     ``fold_in(key, count)`` is split into ``(balance_key, probe_key)``; ``u = uniform(balance_key)``
@@ -313,7 +313,7 @@ def scale_by_kron(
         undamped pair of Li's original Kron and of ``pytorch_optimizer.Kron``).
       balance_probability: chance of balancing the factors at a fit (default 0.01, psgd_jax's).
       key: an int seed or a PRNG key for the probes (default 0). Step ``count`` draws them with
-        :func:`probe_vectors`.
+        :func:`kron_probes`.
 
     State:
       :class:`ScaleByKronState` (``count``, ``key``, ``mu``, ``Qs_preconditioners``, ``update_counter``).
@@ -386,7 +386,7 @@ def scale_by_kron(
         leaves, treedef = jax.tree.flatten(fit_input)
 
         def fit(flat_qs):
-            uniform, probes = probe_vectors(state.key, state.count, fit_input)
+            uniform, probes = kron_probes(state.key, state.count, fit_input)
             balanced = jax.lax.cond(
                 uniform < balance_probability, lambda qs: [_balance(q) for q in qs], lambda qs: qs, flat_qs
             )

@@ -1,6 +1,6 @@
 """PSGD-Kron against a NumPy float64 transcription of Li's Kron algorithm and against pytorch_optimizer.Kron.
 
-The probes are random, so both sides are given the same draws: ``gradtx.probe_vectors`` returns
+The probes are random, so both sides are given the same draws: ``gradtx.kron_probes`` returns
 the balancing uniform and the Gaussian probes of each step, which the references consume.
 """
 
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import gradtx
-from gradtx.preconditioners import probe_vectors, psgd_kron
+from gradtx.preconditioners import kron_probes, psgd_kron
 
 SHAPES = {"w": (5, 3), "b": (3,), "c": (2, 3, 4), "s": (), "long": (9, 2)}
 STEPS = 25
@@ -171,7 +171,7 @@ def gradtx_run(tx, params, loss, steps):
     trajectory, draws = [], []
     for _ in range(steps):
         kron_state = state[0]
-        uniform, probes = probe_vectors(kron_state.key, kron_state.count, params)
+        uniform, probes = kron_probes(kron_state.key, kron_state.count, params)
         draws.append((float(uniform), jax.tree.map(np.asarray, probes)))
         params, state = step(params, state)
         trajectory.append(jax.tree.map(np.asarray, params))
