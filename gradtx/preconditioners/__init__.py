@@ -4,6 +4,19 @@ Each is a ``GradientTransformation`` that chains with clipping, weight decay, sc
 ``masked`` and ``inject_hyperparams``; the names are re-exported flat (``gradtx.psgd_kron``).
 """
 
+from gradtx.preconditioners.kfac import (
+    KfacFactors,
+    KfacLayer,
+    ScaleByKfacState,
+    kfac,
+    kfac_conv,
+    kfac_dense,
+    kfac_layers,
+    kfac_softmax_cross_entropy,
+    kfac_squared_error,
+    kfac_statistics,
+    scale_by_kfac,
+)
 from gradtx.preconditioners.psgd_kron import (
     ScaleByKronState,
     kron_probes,
