@@ -279,6 +279,8 @@ def kfac_statistics(
     cost of one more backward pass (needs ``key``); ``"exact"``: one backward pass per output
     coordinate, the exact Fisher (= generalized Gauss-Newton) factor; ``"empirical"``: the
     training loss itself (no extra pass; the empirical Fisher, a biased curvature estimate).
+    With ``"sampled"`` the ``i``-th registered loss draws its targets with the key ``k_i`` of
+    ``key_0 = key``, ``(key_i, k_i) = jax.random.split(key_{i-1})``.
 
     ``loss_fn(params, *args)`` must return a scalar and use :func:`kfac_dense` / :func:`kfac_conv`
     on leaves of ``params`` and :func:`kfac_softmax_cross_entropy` / :func:`kfac_squared_error`
