@@ -41,7 +41,14 @@ from gradtx.combinators import chain, masked
 from gradtx.momentum import trace
 from gradtx.regularization import add_decayed_weights
 from gradtx.scaling import scale_by_learning_rate
-from gradtx.tree_utils import check_float_leaves, check_trees_match, path_to_str, saturating_increment, zero_step_count
+from gradtx.tree_utils import (
+    check_float_leaves,
+    check_trees_match,
+    check_updates_match_params,
+    path_to_str,
+    saturating_increment,
+    zero_step_count,
+)
 from gradtx.validation import check_decay, check_non_negative, check_schedule_arguments, check_state_type
 
 _FISHER_MODES = ("sampled", "exact", "empirical")
@@ -489,14 +496,17 @@ def scale_by_kfac(
                 f"scale_by_kfac: kfac_factors has the layers {sorted(kfac_factors)}, the state {sorted(state.factors)}."
             )
         check_trees_match(kfac_factors, state.factors, name="kfac_factors", reference_name="kfac state")
+        check_updates_match_params(updates, params, "scale_by_kfac")
         leaves = _leaves_by_path(updates)
         check_layers(leaves, "updates")
         for layer in layers:
-            weight = leaves[layer.weight]
-            if weight is None or _factor_dims(layer, weight) != state.factors[layer.weight].activations.shape[:1] + (
-                state.factors[layer.weight].gradients.shape[0],
-            ):
-                raise ValueError(f"scale_by_kfac: the updates at {layer.weight} do not fit the layer's factors.")
+            weight, expected = leaves[layer.weight], state.factors[layer.weight]
+            dims = (expected.activations.shape[0], expected.gradients.shape[0])
+            if _factor_dims(layer, weight) != dims:
+                raise ValueError(
+                    f"scale_by_kfac: the updates at {layer.weight} have shape {weight.shape}, which does not fit the "
+                    f"layer's factors ({dims[0]} x {dims[0]} and {dims[1]} x {dims[1]})."
+                )
         count = saturating_increment(state.count)
         new_updates, fallback_state = fallback_tx.update(updates, state.fallback_state, params, **extra_args)
 
