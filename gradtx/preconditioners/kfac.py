@@ -246,6 +246,7 @@ def kfac_layers(loss_fn: Callable[..., jax.Array], params: PyTree, *args: Any) -
     """The layers that ``loss_fn(params, *args)`` tags, found by tracing it once (no computation).
 
     Returns a tuple of :class:`KfacLayer` in call order, to give to :func:`kfac` at construction.
+    The layers are the blocks of K-FAC's block-diagonal Fisher (Martens & Grosse 2015, section 3).
     """
     return _discover(loss_fn, params, *args)[0]
 
