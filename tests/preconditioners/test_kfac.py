@@ -1,5 +1,13 @@
 """K-FAC against a NumPy float64 transcription of Martens & Grosse (2015), and its exactness on
 problems whose Fisher is exactly a Kronecker product.
+
+Not compared with kfac-jax: kfac-jax 0.0.8 (``pip install --no-deps``, with its dependencies
+immutabledict 4.3.1, dm-tree 0.1.10, distrax 0.1.9 and tensorflow-probability 0.25.0, the newest
+on PyPI) does not import with jax 0.10.2. ``kfac_jax/_src/loss_functions.py`` imports distrax,
+which imports ``tensorflow_probability.substrates.jax``, whose ``internal/backend/jax/ops.py``
+reads ``jax.interpreters.xla.pytype_aval_mappings`` at import: ``AttributeError: module
+'jax.interpreters.xla' has no attribute 'pytype_aval_mappings'`` (removed from jax). The exact
+Newton-step test below is the reference-free check of the same dense-layer step.
 """
 
 from __future__ import annotations
