@@ -10,7 +10,7 @@ start), so that ``gradtx.kfac_statistics`` can collect the Kronecker factors of 
 * K-FAC (``gradtx.kfac``, momentum 0.9, sampled Fisher, factor decay 0.95, inverses every 5 steps)
   at each (learning rate, damping) of ``KFAC_GRID``.
 
-Same batches, same seeds (vmapped), ``STEPS`` steps. The final training loss is the seed mean of
+Same batches, same seeds, ``STEPS`` steps. The final training loss is the seed mean of
 the batch losses over the last 10% of the steps; "steps to target" is the first step where the
 seed-mean loss, averaged over a trailing window of 10% of the steps, is at or below tuned AdamW's
 final loss. Step time is measured on one seed, after compilation, alternating AdamW and K-FAC
@@ -63,7 +63,7 @@ def tagged_loss(params, batch):
 
 
 def run(workload, make_tx, seeds, steps, kfac_layers=None):
-    """Per-step training losses ``[seeds, steps]`` of one optimizer, all seeds vmapped in one jitted scan."""
+    """Per-step training losses ``[seeds, steps]`` of one optimizer, each seed one jitted scan."""
     keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
     params = jax.vmap(workload.init_params)(keys)
     batches = jax.tree.map(lambda *xs: jnp.stack(xs), *[workload.batches(s, steps) for s in seeds])
@@ -86,7 +86,11 @@ def run(workload, make_tx, seeds, steps, kfac_layers=None):
         _, losses = jax.lax.scan(step, (params, tx.init(params)), (batches, step_keys))
         return losses
 
-    return np.asarray(jax.jit(jax.vmap(one_seed))(params, batches, keys))
+    # Seeds run one after another through one compiled program: vmapping K-FAC's batched Cholesky
+    # factorizations over the seeds deadlocked XLA's CPU runtime here (jax 0.10.2, 2 cores).
+    compiled = jax.jit(one_seed)
+    pick = lambda tree, i: jax.tree.map(lambda x: x[i], tree)  # noqa: E731
+    return np.stack([np.asarray(compiled(pick(params, i), pick(batches, i), keys[i])) for i in range(len(seeds))])
 
 
 def final_loss(losses: np.ndarray) -> float:
