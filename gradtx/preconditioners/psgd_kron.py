@@ -454,10 +454,10 @@ def psgd_kron(
       b1: momentum decay (default 0.9).
       weight_decay: ``lambda`` >= 0 or a schedule (default 0).
       weight_decay_mask: which leaves to decay (a tree of bools or ``params -> tree``; default all).
-      preconditioner_update_probability, max_size_triangular, min_ndim_triangular, memory_save_mode,
-        momentum_into_precond_update, preconditioner_lr, preconditioner_init_scale, mu_dtype,
-        precond_dtype, max_skew_triangular, preconditioner_damping, balance_probability, key:
-        see :func:`scale_by_kron`.
+      preconditioner_update_probability: see :func:`scale_by_kron`, as for ``max_size_triangular``,
+        ``min_ndim_triangular``, ``memory_save_mode``, ``momentum_into_precond_update``,
+        ``preconditioner_lr``, ``preconditioner_init_scale``, ``mu_dtype``, ``precond_dtype``,
+        ``max_skew_triangular``, ``preconditioner_damping``, ``balance_probability`` and ``key``.
 
     State:
       ``(ScaleByKronState, AddDecayedWeightsState, ScaleByScheduleState-or-ScaleState)``, the
