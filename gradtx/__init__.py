@@ -251,6 +251,24 @@ from gradtx.optimistic import (
     scale_by_optimistic_gradient,
 )
 from gradtx.perturbations import MultiNormalDiagFromLogScale, multi_normal
+from gradtx.preconditioners import (
+    KfacFactors,
+    KfacLayer,
+    ScaleByKfacState,
+    ScaleByKronState,
+    kfac,
+    kfac_conv,
+    kfac_dense,
+    kfac_layers,
+    kfac_softmax_cross_entropy,
+    kfac_squared_error,
+    kfac_statistics,
+    kron_probes,
+    precond_update_prob_schedule,
+    psgd_kron,
+    scale_by_kfac,
+    scale_by_kron,
+)
 from gradtx.quantization_maps import dynamic_map, linear_map
 from gradtx.regularization import (
     AdaptiveGradClipState,

@@ -64,6 +64,8 @@ METHOD_MODULES = (
     "gradtx.perturbations",
     "gradtx.lowbit",
     "gradtx.quantization_maps",
+    "gradtx.preconditioners.psgd_kron",
+    "gradtx.preconditioners.kfac",
 )
 BUILDERS = ("GradientTransformation", "Layer", "Initializer")
 

@@ -308,6 +308,8 @@ STATEFUL = {
     "sm3": lambda: gradtx.sm3(0.1),
     "split_real_and_imaginary": lambda: gradtx.split_real_and_imaginary(gradtx.adam(0.1)),
     "yogi": lambda: gradtx.yogi(0.1),
+    "psgd_kron": lambda: gradtx.psgd_kron(0.1),
+    "scale_by_kron": lambda: gradtx.scale_by_kron(),
 }
 
 # Second-order methods need the objective (extra argument value_fn=) and the parameters.
@@ -329,7 +331,10 @@ EXTRA_ARGS = {
     "VALUE": {"value": LOSS(P)},
     "OBJ_FN": {"obj_fn": LOSS},
     "LINESEARCH": {"value_fn": LOSS, "value": LOSS(P), "grad": jax.grad(LOSS)(P)},
+    # K-FAC's batch factors of the dense layer x @ P["w"] + P["b"]: A is 4 x 4 (3 inputs and the bias), G 2 x 2.
+    "KFAC": {"kfac_factors": {"['w']": gradtx.KfacFactors(jnp.eye(4), jnp.eye(2))}},
 }
+KFAC_LAYERS = (gradtx.KfacLayer("dense", "['w']", "['b']"),)
 WITH_EXTRA_ARGS = {
     "lbfgs_solver": (lambda: gradtx.lbfgs_solver(), "VALUE_FN"),
     "momo": (lambda: gradtx.momo(), "VALUE"),
@@ -341,6 +346,8 @@ WITH_EXTRA_ARGS = {
     "scale_by_sophia": (lambda: gradtx.scale_by_sophia(), "OBJ_FN"),
     "scale_by_zoom_linesearch": (lambda: gradtx.scale_by_zoom_linesearch(15), "LINESEARCH"),
     "sophia": (lambda: gradtx.sophia(0.1), "OBJ_FN"),
+    "kfac": (lambda: gradtx.kfac(0.1, KFAC_LAYERS), "KFAC"),
+    "scale_by_kfac": (lambda: gradtx.scale_by_kfac(KFAC_LAYERS), "KFAC"),
 }
 
 ALL_BUILDERS = {**STATELESS, **STATEFUL, **SECOND_ORDER, **{name: make for name, (make, _) in WITH_EXTRA_ARGS.items()}}

@@ -50,6 +50,8 @@ VALUES = {
     "weight_decay_rate": 1e-2,
     "adam_learning_rate": 0.05,
     "mask": lambda: (lambda params: jax.tree.map(lambda x: x.ndim > 1, params)),
+    "preconditioner_update_probability": 0.5,
+    "layers": lambda: (gradtx.KfacLayer("dense", "['w']", "['b']"),),
 }
 # Builders whose update takes per-example gradients (a leading batch axis on every leaf).
 PER_EXAMPLE = {"dpsgd", "differentially_private_aggregate"}
@@ -57,7 +59,17 @@ PER_EXAMPLE = {"dpsgd", "differentially_private_aggregate"}
 NEEDS_OBJ_FN = {"sophia", "scale_by_sophia", "hutchinson_estimator_diag_hessian"}
 # Schedules read at the step count plus this offset, by Optax's convention (schedule_free's
 # ``step_count`` starts at 1: the averaging weight of the first step is learning_rate(1)).
-SCHEDULE_OFFSET = {("schedule_free", "learning_rate"): 1}
+SCHEDULE_OFFSET = {
+    ("schedule_free", "learning_rate"): 1,
+    ("psgd_kron", "preconditioner_update_probability"): 1,  # psgd_jax reads it at the 1-based step
+    ("scale_by_kron", "preconditioner_update_probability"): 1,
+}
+# Builders whose update needs more keyword arguments: K-FAC's batch factors of the dense layer
+# x @ PARAMS["w"] + PARAMS["b"] (A is 4 x 4 with the bias row, G is 2 x 2).
+EXTRA_UPDATE_ARGS = {
+    name: {"kfac_factors": {"['w']": gradtx.KfacFactors(jnp.diag(jnp.arange(1.0, 5.0)), jnp.eye(2) * 0.5)}}
+    for name in ("kfac", "scale_by_kfac")
+}
 # Arguments that are not hyperparameters although their annotation allows a number.
 NOT_HYPERPARAMETERS = {"accumulator_dtype", "mu_dtype", "nu_dtype", "dtype"}
 
@@ -128,9 +140,9 @@ def _gradient(params, per_example: bool):
     return jax.tree.map(lambda g: jnp.stack([g, -0.5 * g, 2.0 * g]), grads) if per_example else grads
 
 
-def _run(transform, schedule_calls=None, steps=3, per_example=False, obj_fn=False):
+def _run(transform, schedule_calls=None, steps=3, per_example=False, obj_fn=False, more=None):
     """Updates of ``steps`` eager steps on a small problem (and the parameters after them)."""
-    extra = {"value_fn": loss, "value": None, **({"obj_fn": loss} if obj_fn else {})}
+    extra = {"value_fn": loss, "value": None, **({"obj_fn": loss} if obj_fn else {}), **(more or {})}
     params = PARAMS
     if isinstance(transform, gradtx.FusedOptimizer):
         flat = gradtx.flatten_tree(params)
@@ -169,7 +181,11 @@ def test_schedule_is_used_at_each_step_or_refused_when_built(builder, argument):
         assert argument in str(error), f"{builder}: the TypeError for a scheduled {argument} must name it: {error}"
         return
     assert constant is not None, f"{builder} accepts a schedule for {argument}: add a value for it to VALUES"
-    options = {"per_example": builder in PER_EXAMPLE, "obj_fn": builder in NEEDS_OBJ_FN}
+    options = {
+        "per_example": builder in PER_EXAMPLE,
+        "obj_fn": builder in NEEDS_OBJ_FN,
+        "more": EXTRA_UPDATE_ARGS.get(builder),
+    }
     scheduled = _run(transform, **options)
     plain = _run(function(**arguments, **{argument: constant}), **options)
     for step, (ours, reference) in enumerate(zip(scheduled, plain, strict=True)):
