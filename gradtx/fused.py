@@ -610,6 +610,9 @@ def donated_step(optimizer: FusedOptimizer) -> Callable[[FlatTree, Any, FusedSta
     return jax.jit(optimizer.step, donate_argnums=(0, 2))
 
 
+_MAX_INT32 = 2**31 - 1
+
+
 def _slice_leaves(buffers: tuple, starts: tuple, layout: FlatLayout) -> list:
     leaves: list = [None] * len(layout.leaves)
     for buffer_index, buffer in enumerate(buffers):
@@ -617,7 +620,13 @@ def _slice_leaves(buffers: tuple, starts: tuple, layout: FlatLayout) -> list:
         for i in indices:
             shape = layout.leaves[i][2]
             size = int(np.prod(shape, dtype=np.int64))
-            piece = buffer if len(indices) == 1 else jax.lax.dynamic_slice(buffer, (starts[i],), (size,))
+            if len(indices) == 1:
+                piece = buffer
+            elif layout.sizes[buffer_index] > _MAX_INT32:  # offsets past int32: constant-offset slices
+                offset = layout.leaves[i][1]
+                piece = jax.lax.slice(buffer, (offset,), (offset + size,))
+            else:
+                piece = jax.lax.dynamic_slice(buffer, (starts[i],), (size,))
             leaves[i] = jnp.reshape(piece, shape)
     return leaves
 
@@ -658,18 +667,11 @@ def _unflatten_at_starts(flat: FlatTree, starts: tuple) -> PyTree:
     return jax.tree.unflatten(flat.layout.treedef, leaves)
 
 
-_STARTS_CACHE: dict = {}
-
-
+@functools.lru_cache(maxsize=64)
 def _leaf_starts(layout: FlatLayout) -> tuple:
-    """Each leaf's offset in its buffer as an int32 device scalar (cached per layout), for ``_unflatten_at_starts``."""
-    starts = _STARTS_CACHE.get(layout)
-    if starts is None:
-        starts = tuple(jax.device_put(np.int32(offset)) for _, offset, _ in layout.leaves)
-        if len(_STARTS_CACHE) > 64:
-            _STARTS_CACHE.clear()
-        _STARTS_CACHE[layout] = starts
-    return starts
+    """Each leaf's offset in its buffer, for ``_unflatten_at_starts``: Python ints, which jit takes as int32
+    arguments (about 0.16 ms per call for 1000 of them on a CPU, half the cost of device scalars)."""
+    return tuple(min(offset, _MAX_INT32) for _, offset, _ in layout.leaves)
 
 
 class _TrainStep:
@@ -700,7 +702,7 @@ def fused_train_step(
 
     Compile time: the leaves are cut from the buffers at offsets passed as run-time arguments
     (``_unflatten_at_starts``), so XLA compiles one slicing kernel per leaf shape rather than one per
-    leaf; the call passes one int32 scalar per leaf (about 0.15 ms per step for 1000 leaves).
+    leaf; the call passes one int32 scalar per leaf (about 0.16 ms per step for 1000 leaves).
     """
 
     def train_step(params: FlatTree, state: FusedState, starts: tuple, *batch):
