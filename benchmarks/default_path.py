@@ -55,7 +55,9 @@ OPTIMIZERS: dict[str, tuple[Callable, Callable]] = {
     "AdamW": (lambda: gradtx.adamw(LR), lambda: optax.adamw(LR)),
     "SGD+momentum": (lambda: gradtx.sgd(LR, momentum=0.9), lambda: optax.sgd(LR, momentum=0.9)),
     "RMSProp": (lambda: gradtx.rmsprop(LR), lambda: optax.rmsprop(LR)),
+    "RMSProp, overflow_guard=False": (lambda: gradtx.rmsprop(LR, overflow_guard=False), lambda: optax.rmsprop(LR)),
     "AdaGrad": (lambda: gradtx.adagrad(LR), lambda: optax.adagrad(LR)),
+    "AdaGrad, overflow_guard=False": (lambda: gradtx.adagrad(LR, overflow_guard=False), lambda: optax.adagrad(LR)),
     "Lion": (lambda: gradtx.lion(LR), lambda: optax.lion(LR)),
 }
 LIBRARIES = {"gradtx": gradtx.apply_updates, "Optax": optax.apply_updates}
@@ -243,10 +245,15 @@ def replace_rows(text: str, table: str, key_cells: int, note: str) -> str:
     for row in table.strip().split("\n")[2:]:
         key = row.split("|")[1 : key_cells + 1]
         hits = [i for i, line in enumerate(lines) if line.startswith("|") and line.split("|")[1 : key_cells + 1] == key]
-        if not hits:
+        if hits:
+            lines[hits[0]] = row
+            continue
+        # A new row (an optimizer added since the full run): after the last row of the same tree.
+        same = [i for i, line in enumerate(lines) if line.startswith("|") and line.split("|")[1:2] == key[:1]]
+        if not same:
             print(f"row not in the section, not written: {row}")
             continue
-        lines[hits[0]] = row
+        lines.insert(same[-1] + 1, row)
     section = "\n".join(lines).rstrip("\n") + "\n" + note + "\n"
     return text[:start] + section + text[stop:]
 

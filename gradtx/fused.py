@@ -626,8 +626,8 @@ def _slice_leaves(buffers: tuple, starts: tuple, layout: FlatLayout) -> list:
                 offset = layout.leaves[i][1]
                 piece = jax.lax.slice(buffer, (offset,), (offset + size,))
             else:
-                piece = jax.lax.dynamic_slice(buffer, (starts[i],), (size,))
-            leaves[i] = jnp.reshape(piece, shape)
+                piece = jax.lax.dynamic_slice(buffer, (starts[i],), (size,), allow_negative_indices=False)
+            leaves[i] = piece if piece.shape == shape else jax.lax.reshape(piece, shape)
     return leaves
 
 
@@ -640,13 +640,18 @@ def _unflatten_at_fwd(buffers: tuple, starts: tuple, layout: FlatLayout) -> tupl
     return _slice_leaves(buffers, starts, layout), None
 
 
+def _as_flat(x: jax.Array, dtype) -> jax.Array:
+    x = x if x.ndim == 1 else jax.lax.reshape(x, (x.size,))
+    return x if x.dtype == dtype else x.astype(dtype)
+
+
 def _unflatten_at_bwd(layout: FlatLayout, _, cotangents: list) -> tuple:
     grads = []
     for buffer_index, dtype in enumerate(layout.dtypes):
         if not jnp.issubdtype(dtype, jnp.inexact):
             grads.append(None)
             continue
-        parts = [jnp.ravel(cotangents[i]).astype(dtype) for i in layout.leaf_indices(buffer_index)]
+        parts = [_as_flat(cotangents[i], dtype) for i in layout.leaf_indices(buffer_index)]
         grads.append(parts[0] if len(parts) == 1 else jnp.concatenate(parts))
     return tuple(grads), None
 
