@@ -248,8 +248,11 @@ def replace_rows(text: str, table: str, key_cells: int, note: str) -> str:
         if hits:
             lines[hits[0]] = row
             continue
-        # A new row (an optimizer added since the full run): after the last row of the same tree.
+        # A new row (an optimizer added since the full run): after the rows of the same tree and
+        # optimizer family ("RMSProp, overflow_guard=False" after "RMSProp"), else of the same tree.
+        family = key[1].split(",")[0].strip() if len(key) > 1 else ""
         same = [i for i, line in enumerate(lines) if line.startswith("|") and line.split("|")[1:2] == key[:1]]
+        same = [i for i in same if lines[i].split("|")[2].strip().startswith(family)] or same
         if not same:
             print(f"row not in the section, not written: {row}")
             continue
