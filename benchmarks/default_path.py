@@ -17,6 +17,8 @@ on a ``FlatTree``) and Optax, compile and step time.
 
     python benchmarks/default_path.py            # the issue's trees; writes its section of RESULTS.md
     python benchmarks/default_path.py --quick    # small trees, one-minute smoke run (prints only)
+    python benchmarks/default_path.py --only AdaGrad --only RMSProp   # those rows only, written over the same rows
+    python benchmarks/default_path.py --train-step-only               # the training-step rows only
 
 The section between the ``default_path:begin``/``end`` markers of ``benchmarks/RESULTS.md`` (and of
 the README) is replaced; the rest of both files is left as it is.
@@ -53,7 +55,9 @@ OPTIMIZERS: dict[str, tuple[Callable, Callable]] = {
     "AdamW": (lambda: gradtx.adamw(LR), lambda: optax.adamw(LR)),
     "SGD+momentum": (lambda: gradtx.sgd(LR, momentum=0.9), lambda: optax.sgd(LR, momentum=0.9)),
     "RMSProp": (lambda: gradtx.rmsprop(LR), lambda: optax.rmsprop(LR)),
+    "RMSProp, overflow_guard=False": (lambda: gradtx.rmsprop(LR, overflow_guard=False), lambda: optax.rmsprop(LR)),
     "AdaGrad": (lambda: gradtx.adagrad(LR), lambda: optax.adagrad(LR)),
+    "AdaGrad, overflow_guard=False": (lambda: gradtx.adagrad(LR, overflow_guard=False), lambda: optax.adagrad(LR)),
     "Lion": (lambda: gradtx.lion(LR), lambda: optax.lion(LR)),
 }
 LIBRARIES = {"gradtx": gradtx.apply_updates, "Optax": optax.apply_updates}
@@ -98,13 +102,15 @@ def step_runner(name: str, library: str, leaves: dict[str, np.ndarray], grads: d
     return run
 
 
-def optimizer_table(tree_shapes: dict, rounds: int, compile_rounds: int) -> tuple[str, list[list]]:
+def optimizer_table(
+    tree_shapes: dict, rounds: int, compile_rounds: int, names: list[str] | None = None
+) -> tuple[str, list[list]]:
     rows, summary = [], []
     for tree_name, shapes in tree_shapes.items():
         abstract = {name: jax.ShapeDtypeStruct(shape, np.float32) for name, shape in shapes}
         leaves = numpy_leaves(shapes, seed=0)
         grads = {k: jnp.asarray(v) for k, v in numpy_leaves(shapes, seed=1, scale=1e-2).items()}
-        for name in OPTIMIZERS:
+        for name in names or OPTIMIZERS:
             seconds = {library: [] for library in LIBRARIES}
             order = list(LIBRARIES)
             for r in range(compile_rounds):
@@ -229,6 +235,32 @@ def replace_between_markers(text: str, body: str) -> str:
     return text[: start + len(BEGIN)] + "\n" + body.strip() + "\n" + text[stop:]
 
 
+def replace_rows(text: str, table: str, key_cells: int, note: str) -> str:
+    """``text`` with each row of the markdown ``table`` written over the row of its section whose first
+    ``key_cells`` cells match (rows not found are reported), and ``note`` added before the END marker."""
+    start, stop = text.find(BEGIN), text.find(END)
+    if start < 0 or stop < start:
+        raise SystemExit(f"no {BEGIN} section in the file: run the full benchmark first")
+    lines = text[start:stop].split("\n")
+    for row in table.strip().split("\n")[2:]:
+        key = row.split("|")[1 : key_cells + 1]
+        hits = [i for i, line in enumerate(lines) if line.startswith("|") and line.split("|")[1 : key_cells + 1] == key]
+        if hits:
+            lines[hits[0]] = row
+            continue
+        # A new row (an optimizer added since the full run): after the rows of the same tree and
+        # optimizer family ("RMSProp, overflow_guard=False" after "RMSProp"), else of the same tree.
+        family = key[1].split(",")[0].strip() if len(key) > 1 else ""
+        same = [i for i, line in enumerate(lines) if line.startswith("|") and line.split("|")[1:2] == key[:1]]
+        same = [i for i in same if lines[i].split("|")[2].strip().startswith(family)] or same
+        if not same:
+            print(f"row not in the section, not written: {row}")
+            continue
+        lines.insert(same[-1] + 1, row)
+    section = "\n".join(lines).rstrip("\n") + "\n" + note + "\n"
+    return text[:start] + section + text[stop:]
+
+
 def goals(summary: list, train: dict, n: int) -> str:
     lines = []
     for tree_name, name, step_ratio, compile_ratio in summary:
@@ -254,6 +286,42 @@ def goals(summary: list, train: dict, n: int) -> str:
 SMOKE_TREES = {"1 leaf x 1K": [("w", (1024,))], "3 leaves": [("a", (8, 4)), ("b", (4,)), ("c", (16,))]}
 
 
+def _partial_run(args, rounds: int, compile_rounds: int) -> str:
+    """``--only`` / ``--train-step-only``: measure only those rows and write them over the same rows."""
+    started = time.time()
+    env = "; ".join(line.removeprefix("- ") for line in environment().split("\n"))
+    parts, what = [], []
+    if args.only:
+        names = [n for n in OPTIMIZERS if any(o.lower() in n.lower() for o in args.only)]
+        if not names:
+            raise SystemExit(f"--only {args.only}: no optimizer among {list(OPTIMIZERS)}")
+        table, _ = optimizer_table(trees(False), rounds, compile_rounds, names)
+        parts.append((table, 2))
+        what.append(", ".join(names))
+    if args.train_step_only:
+        table, _ = train_step_table((10, 100, 1000), rounds, max(1, compile_rounds - 1))
+        parts.append((table, 1))
+        what.append("the training-step rows")
+    for table, _ in parts:
+        print(table)
+    stamp = time.strftime("%Y-%m-%d", time.gmtime())
+    flags = [f"--only '{o}'" for o in args.only or []] + (["--train-step-only"] if args.train_step_only else [])
+    note = (
+        f"- Rows of {'; '.join(what)} rewritten {stamp} by `python benchmarks/default_path.py {' '.join(flags)}` in "
+        f"{(time.time() - started) / 60:.1f} minutes ({env}; load average at the end {os.getloadavg()[0]:.1f})."
+    )
+    print(note)
+    with open(args.out) as f:
+        text = f.read()
+    for table, key_cells in parts:
+        text = replace_rows(text, table, key_cells, "")
+    text = replace_rows(text, "", 1, note)
+    with open(args.out, "w") as f:
+        f.write(text)
+    print(f"wrote the rows into {args.out}")
+    return note
+
+
 def main(argv: list[str] | None = None) -> str:
     """Runs the benchmark; returns its results section."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -262,10 +330,16 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--rounds", type=int, default=None, help="interleaved step-time rounds (15; quick 3)")
     parser.add_argument("--compile-rounds", type=int, default=None, help="fresh compiles per library (3; quick 1)")
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "RESULTS.md"))
+    parser.add_argument("--only", action="append", help="only optimizers whose name contains this (repeatable); "
+                        "the issue's trees; writes those rows over the same rows of RESULTS.md")  # fmt: skip
+    parser.add_argument("--train-step-only", action="store_true", help="only the training-step table (10, 100, "
+                        "1000 leaves); writes its rows over the same rows of RESULTS.md")  # fmt: skip
     args = parser.parse_args(argv)
     short = args.quick or args.smoke
     rounds = args.rounds or (1 if args.smoke else 3 if args.quick else 15)
     compile_rounds = args.compile_rounds or (1 if short else 3)
+    if args.only or args.train_step_only:
+        return _partial_run(args, args.rounds or 15, args.compile_rounds or 3)
     counts = (2, 3) if args.smoke else (10, 100) if args.quick else (10, 100, 1000)
     started = time.time()
     env = environment()

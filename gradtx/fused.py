@@ -37,6 +37,7 @@ the parameters.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -111,10 +112,10 @@ class FlatTree:
         gradient of a loss of ``unflatten()`` with respect to this ``FlatTree`` is formed
         directly as flat buffers.
 
-        Compile time: XLA:CPU takes about 15 ms to compile each slice (measured with JAX 0.10),
-        so unpacking 1000 leaves inside a jitted step adds about 15 s; a whole training step on
-        flat parameters then compiles no faster than the tree path (benchmarks/RESULTS.md,
-        "training step"). The fused path's gain there is the optimizer's step time.
+        Compile time: each slice is at a constant offset, so XLA:CPU compiles it as a kernel of
+        its own (about 10 ms each with JAX 0.10): unpacking 1000 leaves inside a jitted step adds
+        about 10 s. ``fused_train_step`` avoids this by reading the offsets from run-time
+        arguments, which makes the slices of all leaves of one shape a single kernel.
         """
         leaves: list = [None] * len(self.layout.leaves)
         for buffer_index, buffer in enumerate(self.buffers):
@@ -609,20 +610,133 @@ def donated_step(optimizer: FusedOptimizer) -> Callable[[FlatTree, Any, FusedSta
     return jax.jit(optimizer.step, donate_argnums=(0, 2))
 
 
+_MAX_INT32 = 2**31 - 1
+
+
+def _slice_leaves(buffers: tuple, starts: tuple, layout: FlatLayout) -> list:
+    leaves: list = [None] * len(layout.leaves)
+    for buffer_index, buffer in enumerate(buffers):
+        indices = layout.leaf_indices(buffer_index)
+        for i in indices:
+            shape = layout.leaves[i][2]
+            size = int(np.prod(shape, dtype=np.int64))
+            if len(indices) == 1:
+                piece = buffer
+            elif layout.sizes[buffer_index] > _MAX_INT32:  # offsets past int32: constant-offset slices
+                offset = layout.leaves[i][1]
+                piece = jax.lax.slice(buffer, (offset,), (offset + size,))
+            else:
+                piece = jax.lax.dynamic_slice(buffer, (starts[i],), (size,), allow_negative_indices=False)
+            leaves[i] = piece if piece.shape == shape else jax.lax.reshape(piece, shape)
+    return leaves
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _unflatten_at(buffers: tuple, starts: tuple, layout: FlatLayout) -> list:
+    return _slice_leaves(buffers, starts, layout)
+
+
+def _unflatten_at_fwd(buffers: tuple, starts: tuple, layout: FlatLayout) -> tuple:
+    return _slice_leaves(buffers, starts, layout), None
+
+
+def _as_flat(x: jax.Array, dtype) -> jax.Array:
+    x = x if x.ndim == 1 else jax.lax.reshape(x, (x.size,))
+    return x if x.dtype == dtype else x.astype(dtype)
+
+
+def _unflatten_at_bwd(layout: FlatLayout, _, cotangents: list) -> tuple:
+    grads = []
+    for buffer_index, dtype in enumerate(layout.dtypes):
+        if not jnp.issubdtype(dtype, jnp.inexact):
+            grads.append(None)
+            continue
+        parts = [_as_flat(cotangents[i], dtype) for i in layout.leaf_indices(buffer_index)]
+        grads.append(parts[0] if len(parts) == 1 else jnp.concatenate(parts))
+    return tuple(grads), None
+
+
+_unflatten_at.defvjp(_unflatten_at_fwd, _unflatten_at_bwd)
+
+
+def _unflatten_at_starts(flat: FlatTree, starts: tuple) -> PyTree:
+    """``flat.unflatten()`` with each leaf's offset read from ``starts`` at run time (used by ``fused_train_step``).
+
+    Same values and same gradient as ``unflatten()``; ``starts`` is ``_leaf_starts(flat.layout)``, passed as an
+    argument of the jitted function. A slice at a constant offset is a kernel of its own for XLA,
+    compiled separately for every leaf (about 10 ms each on a CPU); a slice at an offset read from
+    an argument is the same kernel for every leaf of one shape, compiled once. The gradient is one
+    concatenation of the leaves' cotangents per buffer.
+    """
+    leaves = _unflatten_at(tuple(flat.buffers), tuple(starts), flat.layout)
+    return jax.tree.unflatten(flat.layout.treedef, leaves)
+
+
+@functools.lru_cache(maxsize=64)
+def _leaf_starts(layout: FlatLayout) -> tuple:
+    """Each leaf's offset in its buffer, for ``_unflatten_at_starts``: Python ints, which jit takes as int32
+    arguments (about 0.16 ms per call for 1000 of them on a CPU, half the cost of device scalars)."""
+    return tuple(min(offset, _MAX_INT32) for _, offset, _ in layout.leaves)
+
+
+class _TrainStep:
+    """The jitted step of ``fused_train_step``, with the leaves' offsets passed as run-time arguments."""
+
+    def __init__(self, jitted: Callable):
+        self._jitted = jitted
+
+    def __call__(self, params: FlatTree, state: FusedState, *batch):
+        return self._jitted(params, state, _leaf_starts(params.layout), *batch)
+
+    def trace(self, params: FlatTree, state: FusedState, *batch):
+        return self._jitted.trace(params, state, _leaf_starts(params.layout), *batch)
+
+    def lower(self, params: FlatTree, state: FusedState, *batch):
+        return self._jitted.lower(params, state, _leaf_starts(params.layout), *batch)
+
+
 def fused_train_step(
-    loss_fn: Callable[..., Any], optimizer: FusedOptimizer, *, has_aux: bool = False
+    loss_fn: Callable[..., Any],
+    optimizer: FusedOptimizer,
+    *,
+    has_aux: bool = False,
+    run_time_offsets: bool = True,
 ) -> Callable[..., tuple]:
     """A jitted, donated training step on flat parameters.
 
     ``train_step(params, state, *batch) -> (params, state, loss)`` (``loss`` is ``(loss, aux)``
     with ``has_aux``) computes ``loss_fn(params.unflatten(), *batch)``, its gradient with respect
     to the ``FlatTree`` (flat by construction) and one ``optimizer.step``, with ``params`` and
-    ``state`` donated.
-    """
+    ``state`` donated. ``train_step.trace`` and ``train_step.lower`` take the same arguments.
 
-    def train_step(params: FlatTree, state: FusedState, *batch):
-        value, grads = jax.value_and_grad(lambda flat: loss_fn(flat.unflatten(), *batch), has_aux=has_aux)(params)
+    Args:
+      loss_fn: ``loss_fn(params_tree, *batch)`` -> scalar loss (or ``(loss, aux)`` with ``has_aux``).
+      optimizer: a ``FusedOptimizer`` (``fuse(...)``, ``fused_adam(...)``, ...).
+      has_aux: whether ``loss_fn`` returns ``(loss, aux)``. Default False.
+      run_time_offsets: cut the leaves from the buffers at offsets passed as run-time arguments
+        (default True) rather than at constant offsets (``unflatten()``). Same numbers either way.
+        A slice at a constant offset is a kernel of its own for XLA:CPU (about 10 ms of compile
+        time per leaf); at run-time offsets all leaves of one shape share one kernel: at 1000
+        leaves the step compiled in 0.46x Optax's time instead of 2.08x (benchmarks/RESULTS.md).
+        The price is on every step: one int32 argument per leaf and slower slicing kernels, about
+        16% of a 1000-leaf step on a CPU (18.0 ms against 15.5 ms), so runs of many thousands of
+        steps are faster with ``False``.
+    """
+    if not run_time_offsets:
+
+        def static_step(params: FlatTree, state: FusedState, *batch):
+            value, grads = jax.value_and_grad(lambda flat: loss_fn(flat.unflatten(), *batch), has_aux=has_aux)(params)
+            params, state = optimizer.step(params, grads, state)
+            return params, state, value
+
+        return jax.jit(static_step, donate_argnums=(0, 1))
+
+    def train_step(params: FlatTree, state: FusedState, starts: tuple, *batch):
+        def loss_of_flat(flat: FlatTree):
+            return loss_fn(_unflatten_at_starts(flat, starts), *batch)
+
+        value, grads = jax.value_and_grad(loss_of_flat, has_aux=has_aux)(params)
         params, state = optimizer.step(params, grads, state)
         return params, state, value
 
-    return jax.jit(train_step, donate_argnums=(0, 1))
+    return _TrainStep(jax.jit(train_step, donate_argnums=(0, 1)))

@@ -106,8 +106,13 @@ def scale_by_adagrad(
         # Why: in float32 g^2 is inf for |g| > 1.8e19, and an inf never leaves the running sum; the
         # sum itself grows without bound, so it saturates at the dtype's largest value instead.
         if overflow_guard:
-            updates = jax.tree.map(clip_for_square, updates, state.sum_of_squares)
-        sum_of_squares = jax.tree.map(lambda g, s: saturate(_add(s, abs_sq(g))), updates, state.sum_of_squares)
+            clipped = jax.tree.map(clip_for_square, updates, state.sum_of_squares)
+            # The step clips again, with other operations: one shared clipped array would be
+            # written to memory (see clip_for_square_unmerged).
+            updates = jax.tree.map(clip_for_square_unmerged, updates, state.sum_of_squares)
+        else:
+            clipped = updates
+        sum_of_squares = jax.tree.map(lambda g, s: saturate(_add(s, abs_sq(g))), clipped, state.sum_of_squares)
 
         def scaled(g, s):
             lean = leaf_dtype(g) == leaf_dtype(s)  # lax directly: jnp operators trace as nested jits

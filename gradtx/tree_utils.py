@@ -317,10 +317,16 @@ def saturate(x: jax.Array) -> jax.Array:
     """``min(x, M)`` with ``M`` the largest finite value of ``x``'s dtype: a sum that cannot reach inf.
 
     NaN passes unchanged. Used for running sums of squares (AdaGrad), which grow without bound.
+
+    Written as ``select(x > M, M, x)``, not ``lax.min``: XLA:CPU copies a ``min`` with a constant
+    into every kernel that reads its result, so a step reading the new sum recomputed it from the
+    old one, which then had to be copied before the state was written over it (AdaGrad's step
+    took 2-3x Optax's). A select is computed once and stored. Same values, NaN included.
     """
     if not isinstance(x, jax.Array):
         x = jnp.asarray(x)
-    return lax.min(x, _largest(leaf_dtype(x)))
+    largest = lax.full_like(x, _largest(leaf_dtype(x)))
+    return lax.select(lax.gt(x, largest), largest, x)
 
 
 @functools.cache

@@ -321,3 +321,77 @@ def test_flatten_rejects_a_foreign_state():
     params = {"w": jnp.ones(3)}
     with pytest.raises(TypeError, match="FlattenState"):
         transform.update(params, gradtx.adam(1e-3).init(params), params)
+
+
+def _mixed_tree(seed=3):
+    """float32, float64 and bfloat16 leaves, one of them unused by the loss below."""
+    rng = np.random.default_rng(seed)
+    return {
+        "a": normal(rng, (5, 3)),
+        "b": normal(rng, (7,), jnp.float64),
+        "c": normal(rng, (4,), jnp.bfloat16),
+        "d": normal(rng, (2, 2)),
+        "unused": normal(rng, (3,)),
+    }
+
+
+def _mixed_loss(tree, x):
+    used = [tree["a"], tree["b"], tree["c"], tree["d"]]
+    return sum(jnp.sum(jnp.sin(v.astype(jnp.float64) * x)) for v in used)
+
+
+def _with_int_leaf():
+    return {**_mixed_tree(), "n": jnp.arange(6, dtype=jnp.int32)}
+
+
+@pytest.mark.parametrize("make", [nested_tree, many_leaves_tree, one_leaf_tree, _mixed_tree, _with_int_leaf])
+def test_unflatten_at_run_time_offsets_matches_unflatten_and_its_gradient(make):
+    """fused_train_step's unpacking (offsets as arguments, custom backward) == unflatten(), values and gradients."""
+    from gradtx.fused import _leaf_starts, _unflatten_at_starts
+
+    flat = flatten_tree(make())
+    starts = _leaf_starts(flat.layout)
+
+    def loss(unpack):
+        def f(flat, starts):
+            tree = unpack(flat, starts)
+            return sum(jnp.sum(jnp.cos(v.astype(jnp.float64) * (i + 1)) ** 2)
+                       for i, v in enumerate(jax.tree.leaves(tree)) if jnp.issubdtype(v.dtype, jnp.inexact) and i != 2)
+        return f
+
+    plain = jax.jit(jax.value_and_grad(loss(lambda f, s: f.unflatten()), allow_int=True))(flat, starts)
+    ours = jax.jit(jax.value_and_grad(loss(_unflatten_at_starts), allow_int=True))(flat, starts)
+    assert plain[0] == ours[0]
+    assert isinstance(ours[1], FlatTree) and ours[1].layout == flat.layout
+    for a, b in zip(plain[1].buffers, ours[1].buffers):
+        assert a.dtype == b.dtype and (a.dtype == jax.dtypes.float0 or bool(jnp.all(a == b)))
+    back = jax.jit(_unflatten_at_starts)(flat, starts)
+    assert jax.tree.all(jax.tree.map(lambda a, b: a.dtype == b.dtype and bool(jnp.all(a == b)), flat.unflatten(), back))
+
+
+@pytest.mark.parametrize("run_time_offsets", [True, False])
+def test_train_step_matches_plain_unflatten_and_cuts_leaves_at_run_time_offsets(run_time_offsets):
+    """Same numbers as value_and_grad through unflatten(); no constant-offset slice left in the program."""
+    params = _mixed_tree()
+    x = jnp.float64(0.7)
+    optimizer = fused_adam(1e-2)
+    train_step = fused_train_step(_mixed_loss, optimizer, run_time_offsets=run_time_offsets)
+
+    @jax.jit
+    def reference(flat, state, x):
+        value, grads = jax.value_and_grad(lambda f: _mixed_loss(f.unflatten(), x))(flat)
+        flat, state = optimizer.step(flat, grads, state)
+        return flat, state, value
+
+    flat_a = flatten_tree(params)
+    flat_b = flatten_tree(params)
+    state_a, state_b = optimizer.init(flat_a), optimizer.init(flat_b)
+    hlo = train_step.lower(flat_a, state_a, x).as_text()
+    assert ("stablehlo.slice" not in hlo and "dynamic_slice" in hlo) == run_time_offsets
+    assert "stablehlo.slice" in reference.lower(flat_b, state_b, x).as_text()
+    for _ in range(5):
+        flat_a, state_a, loss_a = train_step(flat_a, state_a, x)
+        flat_b, state_b, loss_b = reference(flat_b, state_b, x)
+        assert loss_a == loss_b
+    for a, b in zip(jax.tree.leaves((flat_a, state_a)), jax.tree.leaves((flat_b, state_b))):
+        assert a.dtype == b.dtype and bool(jnp.all(a == b))

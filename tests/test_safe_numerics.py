@@ -145,3 +145,32 @@ def test_overflow_guard_clips_huge_float32_gradients_and_passes_non_finite_ones(
             np.testing.assert_array_equal(a, b)
             assert np.array_equal(np.signbit(np.asarray(a)), np.signbit(np.asarray(b)))
     assert not bool(jnp.all(jnp.isfinite(step(guarded, bad)[0]["w"][:3])))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64, jnp.bfloat16, jnp.float16])
+def test_saturate_is_min_with_the_largest_value_nan_included(dtype):
+    from gradtx.tree_utils import saturate
+
+    big = float(jnp.finfo(dtype).max)
+    x = jnp.array([np.nan, np.inf, -np.inf, big, -big, 1.5, 0.0, -0.0], dtype)
+    ours = np.asarray(jax.jit(saturate)(x).astype(jnp.float64))
+    expected = np.minimum(np.asarray(x.astype(jnp.float64)), big)
+    np.testing.assert_array_equal(ours, expected)  # NaN at the same place, -inf kept, +inf -> M
+    assert np.array_equal(np.signbit(ours), np.signbit(expected))
+
+
+@pytest.mark.parametrize("overflow_guard", [True, False])
+def test_donated_adagrad_step_reads_the_stored_sum_and_copies_nothing(overflow_guard):
+    """Step time: XLA must not recompute the new sum from the old one (which forces a copy of the state)."""
+    transform = gradtx.adagrad(1e-3, overflow_guard=overflow_guard)
+    params = {"w": jax.ShapeDtypeStruct((4096,), jnp.float32)}
+    state = jax.eval_shape(transform.init, params)
+
+    def step(params, state, grads):
+        updates, state = transform.update(grads, state, params)
+        return gradtx.apply_updates(params, updates), state
+
+    hlo = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, params).compile().as_text()
+    entry = hlo[hlo.index("ENTRY") :]
+    assert " copy(" not in entry
+    assert sum(" fusion(" in line and "f32[4096]" in line.split("=")[1] for line in entry.splitlines()) == 2
