@@ -241,12 +241,15 @@ def has_optax(entry: Entry) -> bool:
     return True
 
 
-def configs_for(entry: Entry, budget: Budget) -> dict[str, np.ndarray]:
-    """The tuning grid: learning rates half a decade apart around the entry's centre (x its extra values)."""
+def configs_for(entry: Entry, budget: Budget, offset: int = 0) -> dict[str, np.ndarray]:
+    """The tuning grid: learning rates half a decade apart around the entry's centre (x its extra values).
+
+    ``offset`` moves the grid by that many of its own widths (``-1``: the next lower learning rates).
+    """
     if entry.learning_rate is None:
         return {"run": np.zeros(1, np.float32)}
-    half = budget.lr_points // 2
-    rates = [entry.learning_rate * 10.0 ** (0.5 * k) for k in range(-half, budget.lr_points - half)]
+    start = -(budget.lr_points // 2) + offset * budget.lr_points
+    rates = [entry.learning_rate * 10.0 ** (0.5 * k) for k in range(start, start + budget.lr_points)]
     axes: dict[str, Sequence[float]] = {"learning_rate": rates}
     if entry.extra is not None and budget.extra_values > 1:
         axes[entry.extra[0]] = entry.extra[1][: budget.extra_values]
@@ -293,9 +296,9 @@ def _score(curves: dict) -> jax.Array:
 def tune(workload: workloads.Workload, entry: Entry, budget: Budget, max_shifts: int = 2) -> gradtx.SweepResult:
     """``gradtx.sweep`` over ``configs_for(entry)``: seed 0, ``budget.tune_steps`` steps.
 
-    When the best learning rate is at an end of the grid, the grid moves that way by half its
-    width and is swept again (same shapes: the compiled sweep is reused), at most ``max_shifts``
-    times; the result holds every configuration tried.
+    When the best learning rate is at an end of the grid, the next grid that way (its learning
+    rates continue the half-decade steps) is swept too (same shapes: the compiled sweep is
+    reused), at most ``max_shifts`` times; the result holds every configuration tried.
     """
     params = workload.init_params(jax.random.PRNGKey(SEEDS[0]))
     batches = workload.batches(SEEDS[0], budget.tune_steps)
@@ -306,18 +309,17 @@ def tune(workload: workloads.Workload, entry: Entry, budget: Budget, max_shifts:
 
     configs = configs_for(entry, budget)
     results = [gradtx.sweep(train, configs, score_fn=_score)]
-    tried = set(np.unique(configs.get("learning_rate", [])).tolist())
+    offset = step_side = 0
     for _ in range(max_shifts):
         last = results[-1]
-        if "learning_rate" not in configs or len(tried) < 2:
+        if "learning_rate" not in configs or budget.lr_points < 2 or not np.isfinite(last.scores[last.best_index]):
             break
-        best_lr = float(last.configs["learning_rate"][last.best_index])
-        side = 1.0 if best_lr >= max(tried) else -1.0 if best_lr <= min(tried) else 0.0
-        if side == 0.0 or not np.isfinite(last.scores[last.best_index]):
+        best_lr, rates = last.configs["learning_rate"][last.best_index], configs["learning_rate"]
+        side = 1 if best_lr == rates.max() else -1 if best_lr == rates.min() else 0
+        if side == 0 or (step_side and side != step_side):
             break
-        shift = 10.0 ** (side * 0.5 * (budget.lr_points // 2 + 1))
-        configs = {**configs, "learning_rate": (configs["learning_rate"] * shift).astype(np.float32)}
-        tried |= set(np.unique(configs["learning_rate"]).tolist())
+        step_side, offset = side, offset + side
+        configs = configs_for(entry, budget, offset)
         results.append(gradtx.sweep(train, configs, score_fn=_score))
     if len(results) == 1:
         return results[0]
