@@ -1,4 +1,4 @@
-"""Two small real training workloads that run anywhere without a download, for judging optimizers.
+"""Small real training workloads that run anywhere without a download, for judging optimizers.
 
 * ``digits_cnn()``: a convolutional net on scikit-learn's 8x8 handwritten digits (1797 images,
   10 classes; 1500 for training, 297 held out). Two 3x3 convolutions (16 and 32 channels, the
@@ -10,6 +10,10 @@
   ``?``; vocabulary 128. Two pre-norm blocks of width 96 with 4 heads, context 64, learned
   positions: 250K parameters, next-character cross-entropy (nats), batches of 16 windows. The
   last 10% of the text is held out.
+* ``logistic_regression()``: L2-regularized multinomial logistic regression on the same digits
+  (standardized pixels, the same 1500 / 297 split), full batch: 650 parameters, a strongly
+  convex objective. Not in ``WORKLOADS`` (the scripts that iterate over it keep their results);
+  ``benchmarks/leaderboard.py`` uses all three.
 
 The interface every benchmark can reuse (the leaderboard, preconditioners, low-bit states)::
 
