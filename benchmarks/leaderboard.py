@@ -513,6 +513,7 @@ def sweep_vs_loops(workload: workloads.Workload, budget: Budget, rounds: int) ->
         rebuild_seconds.append(time.perf_counter() - start)
     rebuild_total = float(np.mean(rebuild_seconds) * count)
 
+    # XLA's cost analysis counts a while loop's body once: these are the FLOPs of one step.
     flops_single = _flops(single)
     flops_vmapped = _flops(vmapped)
     vmapped_time, loop_time = float(np.median(times["vmapped"])), float(np.median(times["loop"]))
@@ -529,13 +530,13 @@ def sweep_vs_loops(workload: workloads.Workload, budget: Budget, rounds: int) ->
         "rebuild_seconds_per_config": rebuild_seconds,
         "rebuild_seconds_for_64": rebuild_total,
         "rebuild_over_vmapped": rebuild_total / vmapped_time,
-        "flops_per_config_step": None if flops_single is None else flops_single / steps,
+        "flops_per_config_step": flops_single,
         "flops_vmapped_over_64_single": None
         if flops_single is None or flops_vmapped is None
         else flops_vmapped / (count * flops_single),
         "gflops_per_second": {
-            "vmapped": None if flops_vmapped is None else flops_vmapped / vmapped_time / 1e9,
-            "loop": None if flops_single is None else count * flops_single / loop_time / 1e9,
+            "vmapped": None if flops_vmapped is None else steps * flops_vmapped / vmapped_time / 1e9,
+            "loop": None if flops_single is None else steps * count * flops_single / loop_time / 1e9,
         },
         "max_curve_difference_stable_runs": float(agreement.max()) if agreement.size else None,
         "stable_runs": int(stable.sum()),
@@ -892,10 +893,23 @@ def main() -> None:
                         help="Optax comparisons: auto = every pair on logistic regression, a core set elsewhere")
     parser.add_argument("--no-loops", action="store_true", help="skip the sweep-vs-loops timing")
     parser.add_argument("--out", default=str(HERE), help="folder for LEADERBOARD.md, the JSON and the PNGs")
-    parser.add_argument("--notes", default=None, help="a markdown file appended to LEADERBOARD.md as Notes")
+    parser.add_argument("--notes", default=str(HERE / "leaderboard_notes.md"),
+                        help="a markdown file appended to LEADERBOARD.md as Notes (default: the committed one)")
     parser.add_argument("--discussion", default=None, help="a markdown file placed under the sweep-vs-loops table")
+    parser.add_argument("--loops-only", action="store_true",
+                        help="rerun only the sweep-vs-loops timing and merge it into the existing JSON in --out")
+    parser.add_argument("--render", action="store_true", help="rewrite LEADERBOARD.md and the PNGs from the JSON")
     args = parser.parse_args()
-    read = lambda path: pathlib.Path(path).read_text() if path else ""  # noqa: E731
+    read = lambda path: pathlib.Path(path).read_text() if path and pathlib.Path(path).exists() else ""  # noqa: E731
+    out = pathlib.Path(args.out)
+    if args.loops_only or args.render:
+        data = json.loads((out / "leaderboard_results.json").read_text())
+        budgets = QUICK if data["meta"]["quick"] else FULL
+        for name in args.workloads.split(",") if args.loops_only else []:
+            print(f"{name}: sweep vs loops", flush=True)
+            data["sweep_vs_loops"][name] = sweep_vs_loops(make_workload(name), budgets[name], rounds=3)
+        write(data, out, notes=read(args.notes), discussion=read(args.discussion))
+        return
     data: dict[str, Any] = {}
     for name in args.workloads.split(","):  # written after each workload, so a long run keeps what it finished
         part = run(
