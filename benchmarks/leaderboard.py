@@ -671,9 +671,10 @@ def plot(name: str, results: Mapping[str, dict], out_dir: pathlib.Path, top: int
             extra = [k for k in r["grid"] if k != "learning_rate"]
             groups = np.asarray(r["grid"][extra[0]]) if extra else np.zeros_like(lrs)
             for value in np.unique(groups):
-                mask = groups == value
+                index = np.nonzero(groups == value)[0]
+                index = index[np.argsort(lrs[index])]  # grids moved by the tuning come after the first
                 label = f"{extra[0]}={value:g}" if extra else None
-                ax.plot(lrs[mask], values[mask], marker="o", markersize=3, label=label)
+                ax.plot(lrs[index], values[index], marker="o", markersize=3, label=label)
             ax.set(xscale="log", yscale="log", title=opt, ylim=(0.9 * floor, 1.05 * cap))
             ax.title.set_fontsize(8)
             ax.tick_params(labelsize=6)
