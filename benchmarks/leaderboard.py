@@ -571,10 +571,13 @@ def _config_text(config: Mapping[str, float], family: str) -> str:
 
 
 def ranking(results: Mapping[str, dict]) -> list[str]:
-    """Optimizer names by mean final training loss over the seeds (diverged last)."""
+    """Optimizer names by mean final training loss over the seeds to 4 significant digits (diverged
+    last), ties (a convex problem's common minimum) by the steps to the target."""
+
     def key(name):
         value = float(np.mean(results[name]["train_loss"]))
-        return value if np.isfinite(value) else np.inf
+        steps = results[name]["steps_to_target"]
+        return (float(f"{value:.4g}") if np.isfinite(value) else np.inf, np.inf if steps is None else steps)
 
     return sorted(results, key=key)
 
@@ -708,6 +711,8 @@ def markdown(data: dict) -> str:
         "full budget. Parameter-free methods run at their defaults only. Same data, steps and seeds for every "
         "optimizer.",
         "",
+        "Ranked by the final training loss to 4 significant digits; ties (the convex problem's common minimum) "
+        "by the steps to the target. "
         "Columns: *train loss*: mean over the 3 seeds of the mean training loss over the last 10% of the steps "
         "(± the seeds' standard deviation); *valid loss*: held-out loss after the last step; *steps / s to* "
         "the target: first step where the seeds' median loss (trailing mean over 5% of the run) reaches the "
