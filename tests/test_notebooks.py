@@ -29,6 +29,7 @@ EXPECTED = [
     "05_adaptive_methods.ipynb",
     "06_second_order.ipynb",
     "07_sweeps_with_vmap.ipynb",
+    "08_which_optimizer.ipynb",
 ]
 REPOSITORY = "github.com/gradtx/gradtx"
 COLAB = "https://colab.research.google.com/github/gradtx/gradtx/blob/main/notebooks/"
@@ -42,7 +43,7 @@ def images(notebook: nbformat.NotebookNode) -> int:
     return sum("image/png" in output.get("data", {}) for cell in notebook.cells for output in cell.get("outputs", []))
 
 
-def test_the_seven_notebooks_are_there():
+def test_the_notebooks_are_there():
     assert sorted(path.name for path in NOTEBOOKS.glob("*.ipynb")) == EXPECTED
 
 
