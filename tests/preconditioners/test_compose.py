@@ -27,6 +27,7 @@ import gradtx
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 from test_distributed import REPOSITORY, subprocess_env  # noqa: E402
+from test_lowbit_guarantees import mlp_data, mlp_loss, mlp_params  # noqa: E402
 
 STEPS = 6
 
@@ -39,25 +40,6 @@ BUILDERS = {
         learning_rate, preconditioner_update_probability=1.0, key=0
     ),
 }
-
-
-def mlp_params(seed=0):
-    rng = np.random.default_rng(seed)
-    return {
-        "w1": jnp.asarray(rng.normal(size=(16, 64)) * 0.25, jnp.float32),
-        "b1": jnp.zeros(64, jnp.float32),
-        "w2": jnp.asarray(rng.normal(size=(64, 8)) * 0.125, jnp.float32),
-    }
-
-
-def mlp_loss(params, x, y):
-    logits = jnp.tanh(x @ params["w1"] + params["b1"]) @ params["w2"]
-    return -jnp.mean(jnp.sum(jax.nn.one_hot(y, 8) * jax.nn.log_softmax(logits), axis=-1))
-
-
-def mlp_data(seed=1, rows=64):
-    rng = np.random.default_rng(seed)
-    return jnp.asarray(rng.normal(size=(rows, 16)), jnp.float32), jnp.asarray(rng.integers(0, 8, size=rows))
 
 
 def fit(transform, params, state=None, steps=STEPS):
@@ -137,7 +119,7 @@ def run_zero1_checks() -> None:
     from gradtx.distributed import replicate, shard_batch, zero1
 
     assert jax.device_count() == 8, jax.devices()
-    x, y = (np.asarray(a) for a in mlp_data())
+    x, y = mlp_data()
     results = {}
     for name, build in BUILDERS.items():
         transform = build()
