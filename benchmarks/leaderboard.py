@@ -210,8 +210,9 @@ def _entries() -> list[Entry]:
         Entry("lion_8bit", "lion_8bit", "low-bit", 3e-4, ("b1", (0.9, 0.95))),
         Entry("sgd_8bit", "sgd_8bit", "low-bit", 0.03, momentum),
     ]
-    # Preconditioned methods as they land: included when gradtx has them, learning rate only.
-    for name in ("shampoo", "soap", "psgd_kron", "kron", "kfac", "caspr", "sketchy", "adamw_lowbit"):
+    # Preconditioned methods as they land: included when gradtx has them, learning rate only. K-FAC is
+    # not among them: it needs the model's layers tagged (benchmarks/kfac_workloads.py, KFAC.md).
+    for name in ("shampoo", "soap", "psgd_kron", "caspr", "sketchy"):
         table.append(Entry(name, name, "preconditioned", 3e-3, **lr_only))
     return table
 
@@ -965,6 +966,8 @@ def main() -> None:
     parser.add_argument("--loops-only", action="store_true",
                         help="rerun only the sweep-vs-loops timing and merge it into the existing JSON in --out")
     parser.add_argument("--render", action="store_true", help="rewrite LEADERBOARD.md and the PNGs from the JSON")
+    parser.add_argument("--merge", action="store_true",
+                        help="run only --optimizers and add (or replace) their results in the existing JSON in --out")
     args = parser.parse_args()
     read = lambda path: pathlib.Path(path).read_text() if path and pathlib.Path(path).exists() else ""  # noqa: E731
     out = pathlib.Path(args.out)
@@ -975,6 +978,24 @@ def main() -> None:
             print(f"{name}: sweep vs loops", flush=True)
             data["sweep_vs_loops"][name] = sweep_vs_loops(make_workload(name), budgets[name], rounds=3)
         write(data, out, notes=read(args.notes), discussion=read(args.discussion))
+        return
+    if args.merge:  # same workloads, budgets, seeds and targets as the published run
+        data = json.loads((out / "leaderboard_results.json").read_text())
+        if data["meta"]["quick"] != args.quick:
+            raise SystemExit("--merge: the existing results were made in the other mode (--quick or not)")
+        for name in args.workloads.split(","):
+            part = run(
+                args.quick,
+                workload_names=[name],
+                optimizer_names=None if args.optimizers is None else args.optimizers.split(","),
+                loops=False,
+                optax_compare=args.optax,
+                timing_rounds=2 if args.quick else 5,
+            )
+            data["workloads"][name]["optimizers"].update(part["workloads"][name]["optimizers"])
+            data["workloads"][name]["failed"].update(part["workloads"][name]["failed"])
+            data["meta"]["seconds"] += part["meta"]["seconds"]
+            write(data, out, notes=read(args.notes), discussion=read(args.discussion))
         return
     data: dict[str, Any] = {}
     for name in args.workloads.split(","):  # written after each workload, so a long run keeps what it finished
