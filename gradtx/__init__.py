@@ -4,7 +4,7 @@ The public namespace is flat: ``gradtx.adam``, ``gradtx.chain``, ``gradtx.scale_
 ``gradtx.cosine_decay_schedule``. Layers and initializers live in ``gradtx.nn``.
 """
 
-from gradtx import assignment, contrib, losses, microbatching, nn, perturbations, projections, tree
+from gradtx import assignment, contrib, losses, microbatching, nn, perturbations, preconditioners, projections, tree
 from gradtx.accumulation import (
     AccumulationState,
     ApplyEvery,
@@ -252,6 +252,7 @@ from gradtx.optimistic import (
 )
 from gradtx.perturbations import MultiNormalDiagFromLogScale, multi_normal
 from gradtx.quantization_maps import dynamic_map, linear_map
+from gradtx.preconditioners import ScaleBySoapState, ShampooState, scale_by_shampoo, scale_by_soap, shampoo, soap
 from gradtx.regularization import (
     AdaptiveGradClipState,
     AddDecayedWeightsState,
