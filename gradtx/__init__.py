@@ -251,8 +251,8 @@ from gradtx.optimistic import (
     scale_by_optimistic_gradient,
 )
 from gradtx.perturbations import MultiNormalDiagFromLogScale, multi_normal
-from gradtx.quantization_maps import dynamic_map, linear_map
 from gradtx.preconditioners import ScaleBySoapState, ShampooState, scale_by_shampoo, scale_by_soap, shampoo, soap
+from gradtx.quantization_maps import dynamic_map, linear_map
 from gradtx.regularization import (
     AdaptiveGradClipState,
     AddDecayedWeightsState,

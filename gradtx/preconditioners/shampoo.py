@@ -10,7 +10,7 @@ google-research/scalable_shampoo) with ``beta1, beta2`` spelled ``b1, b2`` as ev
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
