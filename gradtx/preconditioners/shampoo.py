@@ -371,8 +371,11 @@ def scale_by_shampoo(
         nus = treedef.flatten_up_to(state.diagonal_statistics) if diagonal else [None] * len(leaves)
         outputs, new_mu, new_diagonal_momentum, new_nu = [], [], [], []
         for i, (g, plan, x, rs) in enumerate(zip(leaves, plans, blocks, new_roots)):
-            graft, nu = graft_step(g, nus[i], count)
-            new_nu.append(nu)
+            # The graft runs in at least float32: in bfloat16, 1 - 0.999^t rounds to 0.
+            wide = work_dtype(g.dtype)
+            graft, nu = graft_step(g.astype(wide), None if nus[i] is None else nus[i].astype(wide), count)
+            graft = graft.astype(g.dtype)
+            new_nu.append(None if nu is None else nu.astype(nus[i].dtype))
             if plan.partition is None:
                 direction = graft
             else:
