@@ -235,10 +235,11 @@ def test_full_matrix_step_is_newtons_on_a_kronecker_quadratic():
                         start_preconditioning_step=0, matrix_epsilon=1e-14, relative_matrix_epsilon=False,
                         best_effort_shape_interpretation=False)
     state = tx.init(jnp.zeros((m, n)))
+    step = jax.jit(tx.update)
     for x in points:
-        _, state = tx.update(jnp.asarray(grad(x)), state)
+        _, state = step(jnp.asarray(grad(x)), state)
     x = rng.normal(size=(m, n))
-    updates, state = tx.update(jnp.asarray(grad(x)), state)
+    updates, state = step(jnp.asarray(grad(x)), state)
     newton = -np.linalg.solve(a, grad(x)) @ np.linalg.inv(b)
     np.testing.assert_allclose(updates, newton, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(x + np.asarray(updates), optimum, rtol=1e-9, atol=1e-12)
@@ -247,9 +248,10 @@ def test_full_matrix_step_is_newtons_on_a_kronecker_quadratic():
                                         matrix_epsilon=1e-14, relative_matrix_epsilon=False,
                                         best_effort_shape_interpretation=False)
     state = direction.init(jnp.zeros((m, n)))
+    step = jax.jit(direction.update)
     for x_k in points:
-        _, state = direction.update(jnp.asarray(grad(x_k)), state)
-    u, _ = direction.update(jnp.asarray(grad(x)), state)
+        _, state = step(jnp.asarray(grad(x_k)), state)
+    u, _ = step(jnp.asarray(grad(x)), state)
     cosine = np.sum(np.asarray(u) * -newton) / (np.linalg.norm(u) * np.linalg.norm(newton))
     assert cosine < 0.999
 
@@ -260,6 +262,7 @@ def test_full_matrix_step_is_newtons_on_a_kronecker_quadratic():
 
 @pytest.mark.parametrize("p", [1, 2, 4, 6])
 def test_inverse_pth_root_eigh_and_newton(p):
+    newton = jax.jit(lambda m: _matrix_roots.inverse_pth_root(m, p, method="newton", error_tolerance=1e-12))
     rng = np.random.default_rng(p)
     x = rng.normal(size=(3, 6, 8))
     matrices = x @ np.swapaxes(x, 1, 2) + 1e-3 * np.eye(6)
@@ -267,13 +270,13 @@ def test_inverse_pth_root_eigh_and_newton(p):
     root, error = _matrix_roots.inverse_pth_root(jnp.asarray(matrices), p, method="eigh")
     np.testing.assert_allclose(root, expected, rtol=1e-10, atol=1e-12)
     assert np.all(np.asarray(error) == 0)
-    root, error = _matrix_roots.inverse_pth_root(jnp.asarray(matrices), p, method="newton", error_tolerance=1e-12)
+    root, error = newton(jnp.asarray(matrices))
     np.testing.assert_allclose(root, expected, rtol=1e-6, atol=1e-8)
     assert np.all(np.asarray(error) < 1e-6)
     # bfloat16 statistics are widened: the root is computed and returned in float32.
     root, _ = _matrix_roots.inverse_pth_root(jnp.asarray(matrices, jnp.bfloat16), p)
     assert root.dtype == jnp.float32
-    root, _ = _matrix_roots.inverse_pth_root(jnp.asarray(matrices, jnp.float32), p, method="newton")
+    root, _ = newton(jnp.asarray(matrices, jnp.float32))
     assert root.dtype == jnp.float32
     np.testing.assert_allclose(root, expected, rtol=2e-2, atol=1e-3)
 
@@ -339,20 +342,19 @@ def test_composes_with_wrappers_vmap_and_checkpoints(tmp_path):
         for a, b in zip(jax.tree.leaves(results[0]), jax.tree.leaves(other)):
             np.testing.assert_allclose(a, b, rtol=1e-12)
     # A checkpoint of the state (arrays only) restores the run exactly.
+    step = jax.jit(plain.update)
     state = plain.init(params)
-    u, state = plain.update(jax.grad(_loss)(params), state, params)
+    u, state = step(jax.grad(_loss)(params), state, params)
     gradtx.save_state(tmp_path / "state", state)
     restored = gradtx.load_state(tmp_path / "state", plain.init(params))
-    for a, b in zip(jax.tree.leaves(plain.update(u, state, params)), jax.tree.leaves(plain.update(u, restored, params))):
+    for a, b in zip(jax.tree.leaves(step(u, state, params)), jax.tree.leaves(step(u, restored, params))):
         np.testing.assert_array_equal(a, b)
     # vmap over a batch of parameters equals a loop.
     batch = jax.tree.map(lambda v: jnp.stack([v, 2 * v]), params)
-    states = jax.vmap(plain.init)(batch)
-    grads = jax.vmap(jax.grad(_loss))(batch)
-    vmapped, _ = jax.vmap(plain.update)(grads, states, batch)
+    vmapped, _ = jax.jit(jax.vmap(lambda p: plain.update(jax.grad(_loss)(p), plain.init(p), p)))(batch)
     for i in range(2):
         single = jax.tree.map(lambda v: v[i], batch)
-        looped, _ = plain.update(jax.grad(_loss)(single), plain.init(single), single)
+        looped, _ = step(jax.grad(_loss)(single), plain.init(single), single)
         for a, b in zip(jax.tree.leaves(vmapped), jax.tree.leaves(looped)):
             np.testing.assert_allclose(a[i], b, rtol=1e-10, atol=1e-14)
 
