@@ -138,7 +138,8 @@ class NumpyShampoo:
 
 
 CASES = {
-    "adam_graft_nesterov": dict(graft_type="adam", start_preconditioning_step=2, best_effort_shape_interpretation=False),
+    "adam_graft_nesterov": dict(graft_type="adam", start_preconditioning_step=2,
+                                best_effort_shape_interpretation=False),
     "blocks_adagrad_every_3": dict(block_size=2, b2=1.0, graft_type="adagrad", preconditioning_compute_steps=3,
                                    best_effort_shape_interpretation=False, start_preconditioning_step=0),
     "rmsprop_exponent_decay": dict(graft_type="rmsprop", exponent_override=2, moving_average_for_momentum=True,
@@ -215,7 +216,8 @@ def test_full_matrix_step_is_newtons_on_a_kronecker_quadratic():
 
     Gradients at X* + E_jk (every matrix unit) sum to the statistics L = tr(B^2) A^2 and
     R = tr(A^2) B^2 (the roots are computed at the last of them, and not again at the Newton
-    step, whose own gradient would otherwise join the statistics). With exponent 2 (L^(-1/2) G R^(-1/2), not the default 4) the step on any G is
+    step, whose own gradient would otherwise join the statistics). With exponent 2
+    (L^(-1/2) G R^(-1/2), not the default 4) the step on any G is
     A^(-1) G B^(-1) / sqrt(tr(A^2) tr(B^2)): Newton's direction, and with the learning rate
     sqrt(tr(A^2) tr(B^2)) one step lands on X*.
     """
