@@ -64,6 +64,7 @@ METHOD_MODULES = (
     "gradtx.perturbations",
     "gradtx.lowbit",
     "gradtx.quantization_maps",
+    "gradtx.preconditioners.",
 )
 BUILDERS = ("GradientTransformation", "Layer", "Initializer")
 
