@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 from gradtx.base import GradientTransformation, Params, PyTree, ScalarOrSchedule
 from gradtx.combinators import MaskOrFn, chain
-from gradtx.preconditioners._matrix_roots import work_dtype
+from gradtx.preconditioners._matrix_roots import scaled_eigh, work_dtype
 from gradtx.regularization import add_decayed_weights
 from gradtx.scaling import scale_by_learning_rate
 from gradtx.second_order._common import check_choice, check_positive_int
@@ -125,7 +125,7 @@ def _outer(x: jax.Array, axis: int) -> jax.Array:
 
 def _eigenbasis(matrix: jax.Array) -> jax.Array:
     """Eigenvectors of a symmetric matrix, eigenvalues descending, computed in at least float32."""
-    _, vectors = jnp.linalg.eigh(matrix.astype(work_dtype(matrix.dtype)))
+    _, vectors, _ = scaled_eigh(matrix.astype(work_dtype(matrix.dtype)))
     return jnp.flip(vectors, axis=1).astype(matrix.dtype)
 
 
@@ -136,7 +136,10 @@ def _refresh(gg: jax.Array, q: jax.Array, nu: jax.Array, axis: int) -> tuple[jax
     estimated = jnp.sum(q * product, axis=0)
     order = jnp.argsort(-estimated, stable=True)
     nu = jnp.take(nu, order, axis=axis)
-    new_q, _ = jnp.linalg.qr(product[:, order].astype(work_dtype(q.dtype)))
+    # Scaled to entries of about 1 (Q does not change), away from float32's slow subnormals.
+    columns = product[:, order].astype(work_dtype(q.dtype))
+    columns = columns / jnp.maximum(jnp.max(jnp.abs(columns)), jnp.finfo(columns.dtype).tiny)
+    new_q, _ = jnp.linalg.qr(columns)
     return new_q.astype(q.dtype), nu
 
 
