@@ -152,9 +152,10 @@ def scale_by_shampoo(
 ) -> GradientTransformation:
     """Shampoo scaling (Gupta, Koren & Singer 2018; blocked and grafted as in Anil et al. 2020).
 
-    For a leaf with gradient ``G`` of rank ``k`` (after merging small dimensions and cutting
-    dimensions above ``block_size`` into blocks; each block below is treated on its own), at step
-    ``t = 0, 1, ...``:
+    For a leaf with gradient ``G`` of rank ``k`` (after merging small dimensions and cutting each
+    dimension ``n > block_size`` into ``ceil(n / block_size)`` near-equal blocks, where Google's
+    code cuts blocks of exactly ``block_size`` and a remainder; each block below is treated on its
+    own), at step ``t = 0, 1, ...``:
 
     .. math::
         S^{(i)}_t = \\beta_2 S^{(i)}_{t-1} + w_2\\, G_{(i)} G_{(i)}^T, \\qquad
