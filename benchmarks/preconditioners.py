@@ -6,7 +6,7 @@ transformer on the Python standard library's source), with the workload's steps 
 1. AdamW at three learning rates (the workload's, /3 and x3); the one with the lowest final training
    loss (mean batch loss over the last 10% of steps, seed 0) is "tuned AdamW" and its final loss the
    target.
-2. Shampoo (Adam grafting, blocks of 128, roots every 10 steps), SOAP (the paper's settings, basis
+2. Shampoo (Adam grafting, blocks of 128, Newton roots every 10 steps), SOAP (the paper's settings, basis
    refreshed every 10 steps) and ``gradtx.psgd_kron`` (if this gradtx has it) at the same three
    learning rates; each method's best rate (fewest steps to the target, then lowest final loss).
 3. Steps to the target: the first step at which the trailing mean of the batch losses (the same

@@ -148,7 +148,7 @@ def scale_by_shampoo(
     merge_small_dims_block_size: int = 4096,
     relative_matrix_epsilon: bool = True,
     inverse_failure_threshold: float = 0.1,
-    root_method: str = "eigh",
+    root_method: str = "newton",
 ) -> GradientTransformation:
     """Shampoo scaling (Gupta, Koren & Singer 2018; blocked and grafted as in Anil et al. 2020).
 
@@ -191,8 +191,12 @@ def scale_by_shampoo(
     ``0.5 tr((X - X*)^T A (X - X*) B)``).
 
     Inverse roots are computed in the statistics' dtype, at least float32, by ``root_method``:
-    ``"eigh"`` (default: an eigendecomposition, backward stable in float32) or ``"newton"``
-    (coupled Newton iterations, matrix products only: Google's default, faster on accelerators).
+    ``"newton"`` (default, Google's: coupled Newton iterations, matrix products only, fast on
+    accelerators) or ``"eigh"`` (an eigendecomposition, backward stable; exact to rounding, which
+    the float64 reference tests use). With JAX 0.10.2 on CPU, programs holding ~20 LAPACK ``eigh``
+    calls (Shampoo on the 250K-parameter transformer of ``benchmarks/workloads.py``) were seen to
+    stall in XLA's runtime although each call alone takes milliseconds; the Newton path has no
+    such calls.
     A root that is not finite (or whose Newton error exceeds ``inverse_failure_threshold``) is
     discarded and the previous preconditioner kept. Recomputation runs under ``lax.cond`` on the
     step count, so the update is one jit-compiled program.
@@ -217,7 +221,7 @@ def scale_by_shampoo(
         up to ``merge_small_dims_block_size`` (default 4096) and drop sizes of 1. Default True.
       relative_matrix_epsilon: ridge relative to ``lambda_max``. Default True.
       inverse_failure_threshold: Newton error above which a root is discarded. Default 0.1.
-      root_method: ``"eigh"`` (default) or ``"newton"``.
+      root_method: ``"newton"`` (default) or ``"eigh"``.
 
     State: ``ShampooState(count, mu, diagonal_momentum, diagonal_statistics, statistics,
     preconditioners)``.
@@ -229,12 +233,13 @@ def scale_by_shampoo(
     ``O(b^3)`` per factor every ``preconditioning_compute_steps`` steps.
 
     Matches the update of ``pytorch_optimizer.Shampoo`` (Gupta et al.'s algorithm; tested in
-    float64) with ``b2=1``, ``graft_type="none"``, ``start_preconditioning_step=0``, ``b1=0``,
-    ``relative_matrix_epsilon=False`` and its ``matrix_eps = 2 matrix_epsilon`` (gradtx, like
-    Google, starts the statistics at ``epsilon_m I`` and adds ``epsilon_m I`` again as a ridge).
-    Differs from Google's ``distributed_shampoo`` in: the default ``root_method`` (eigh rather
-    than Newton), ``skip_preconditioning_rank_lt`` (2 rather than 1), per-dimension identity for a
-    dimension over the cap (Google grafts the whole leaf), and the ``"adam"``/``"none"`` grafts.
+    float64) with ``root_method="eigh"``, ``b2=1``, ``graft_type="none"``,
+    ``start_preconditioning_step=0``, ``b1=0``, ``relative_matrix_epsilon=False`` and its
+    ``matrix_eps = 2 matrix_epsilon`` (gradtx, like Google, starts the statistics at
+    ``epsilon_m I`` and adds ``epsilon_m I`` again as a ridge). Differs from Google's
+    ``distributed_shampoo`` in: ``skip_preconditioning_rank_lt`` (2 rather than 1), per-dimension
+    identity for a dimension over the cap (Google grafts the whole leaf), and the
+    ``"adam"``/``"none"`` grafts.
 
     References:
       Gupta, Koren & Singer, "Shampoo: Preconditioned Stochastic Tensor Optimization", ICML 2018,
@@ -303,8 +308,12 @@ def scale_by_shampoo(
 
     def recompute(statistics, roots, exponents):
         """New inverse roots for every factor; a failed one keeps its previous root."""
-        new_roots = []
+        new_roots, previous = [], None
         for stat, old, p in zip(statistics, roots, exponents):
+            if previous is not None:
+                # One decomposition after the other: XLA's CPU runtime can deadlock running many
+                # LAPACK eigh calls at once (seen with ~20 factors in one program).
+                previous, stat = jax.lax.optimization_barrier((previous, stat))
             root, error = inverse_pth_root(
                 stat,
                 p,
@@ -313,7 +322,8 @@ def scale_by_shampoo(
                 relative_matrix_epsilon=relative_matrix_epsilon,
             )
             ok = jnp.isfinite(error) & (error < inverse_failure_threshold)
-            new_roots.append(jnp.where(ok[:, None, None], root.astype(old.dtype), old))
+            previous = jnp.where(ok[:, None, None], root.astype(old.dtype), old)
+            new_roots.append(previous)
         return new_roots
 
     def update_fn(updates, state, params=None, **extra_args):
@@ -441,7 +451,7 @@ def shampoo(
     merge_small_dims_block_size: int = 4096,
     relative_matrix_epsilon: bool = True,
     inverse_failure_threshold: float = 0.1,
-    root_method: str = "eigh",
+    root_method: str = "newton",
     decoupled_weight_decay: bool = False,
     mask: MaskOrFn | None = None,
 ) -> GradientTransformation:

@@ -157,7 +157,7 @@ CASES = {
 def test_equals_numpy_transcription_for_20_steps(case):
     options = CASES[case]
     lr = 0.05
-    tx = gradtx.shampoo(lr, **options)
+    tx = gradtx.shampoo(lr, root_method="eigh", **options)
     reference = NumpyShampoo(lr, **options)
     params = {k: jnp.asarray(v) for k, v in INIT.items()}
     ref_params = {k: v.copy() for k, v in INIT.items()}
@@ -193,6 +193,7 @@ def test_matches_pytorch_optimizer_shampoo_in_float64():
     pytorch_optimizer = pytest.importorskip("pytorch_optimizer")
     eps, lr = 1e-3, 0.05
     tx = gradtx.shampoo(lr, b1=0.0, b2=1.0, graft_type="none", start_preconditioning_step=0, matrix_epsilon=eps,
+                        root_method="eigh",
                         relative_matrix_epsilon=False, skip_preconditioning_rank_lt=1,
                         best_effort_shape_interpretation=False)
     params = {k: jnp.asarray(v) for k, v in INIT.items()}
@@ -232,7 +233,7 @@ def test_full_matrix_step_is_newtons_on_a_kronecker_quadratic():
     points = [optimum + np.outer(np.eye(m)[j], np.eye(n)[k]) for j in range(m) for k in range(n)]
     # The learning rate is 0 while the statistics are gathered and the Newton rate at the last step.
     schedule = lambda t: jnp.where(t < len(points), 0.0, scale)  # noqa: E731
-    every = dict(preconditioning_compute_steps=len(points) - 1)
+    every = dict(preconditioning_compute_steps=len(points) - 1, root_method="eigh")
     tx = gradtx.shampoo(schedule, b1=0.0, b2=1.0, exponent_override=2, graft_type="none", **every,
                         start_preconditioning_step=0, matrix_epsilon=1e-14, relative_matrix_epsilon=False,
                         best_effort_shape_interpretation=False)
