@@ -30,6 +30,7 @@ SUBPACKAGES = (
     "gradtx.contrib",
     "gradtx.assignment",
     "gradtx.perturbations",
+    "gradtx.preconditioners",
 )
 # Modules whose functions and classes are all public, whether or not ``gradtx.__all__`` exports them.
 EXTENSION_MODULES = (

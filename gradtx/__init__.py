@@ -4,7 +4,7 @@ The public namespace is flat: ``gradtx.adam``, ``gradtx.chain``, ``gradtx.scale_
 ``gradtx.cosine_decay_schedule``. Layers and initializers live in ``gradtx.nn``.
 """
 
-from gradtx import assignment, contrib, losses, microbatching, nn, perturbations, projections, tree
+from gradtx import assignment, contrib, losses, microbatching, nn, perturbations, preconditioners, projections, tree
 from gradtx.accumulation import (
     AccumulationState,
     ApplyEvery,
@@ -256,6 +256,8 @@ from gradtx.preconditioners import (
     KfacLayer,
     ScaleByKfacState,
     ScaleByKronState,
+    ScaleBySoapState,
+    ShampooState,
     kfac,
     kfac_conv,
     kfac_dense,
@@ -268,6 +270,10 @@ from gradtx.preconditioners import (
     psgd_kron,
     scale_by_kfac,
     scale_by_kron,
+    scale_by_shampoo,
+    scale_by_soap,
+    shampoo,
+    soap,
 )
 from gradtx.quantization_maps import dynamic_map, linear_map
 from gradtx.regularization import (

@@ -66,6 +66,7 @@ METHOD_MODULES = (
     "gradtx.quantization_maps",
     "gradtx.preconditioners.psgd_kron",
     "gradtx.preconditioners.kfac",
+    "gradtx.preconditioners.",
 )
 BUILDERS = ("GradientTransformation", "Layer", "Initializer")
 

@@ -308,6 +308,11 @@ STATEFUL = {
     "sm3": lambda: gradtx.sm3(0.1),
     "split_real_and_imaginary": lambda: gradtx.split_real_and_imaginary(gradtx.adam(0.1)),
     "yogi": lambda: gradtx.yogi(0.1),
+    # Kronecker-factored preconditioners.
+    "shampoo": lambda: gradtx.shampoo(0.1),
+    "scale_by_shampoo": lambda: gradtx.scale_by_shampoo(),
+    "soap": lambda: gradtx.soap(0.1),
+    "scale_by_soap": lambda: gradtx.scale_by_soap(),
     "psgd_kron": lambda: gradtx.psgd_kron(0.1),
     "scale_by_kron": lambda: gradtx.scale_by_kron(),
 }
