@@ -116,10 +116,19 @@ def test_checkpoint_resumes_bit_for_bit(name, tmp_path):
 
 
 def run_zero1_checks() -> None:
+    from jax.sharding import AxisType
+
     from gradtx.distributed import replicate, shard_batch, zero1
 
     assert jax.device_count() == 8, jax.devices()
     x, y = mlp_data()
+
+    def relative_difference(a, b):
+        return max(
+            float(np.max(np.abs(np.asarray(u) - np.asarray(v)) / (1e-3 + np.abs(np.asarray(v)))))
+            for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+        )
+
     results = {}
     for name, build in BUILDERS.items():
         transform = build()
@@ -130,22 +139,27 @@ def run_zero1_checks() -> None:
                 updates, state = transform.update(jax.grad(mlp_loss)(params, x, y), state, params)
                 return gradtx.apply_updates(params, updates), state
 
+            trajectory = []
             for _ in range(STEPS):
                 params, state = step(params, state, x, y)
-            return params
+                trajectory.append(params)
+            return trajectory
 
         params = mlp_params()
         reference = train(transform, params, transform.init(params), jnp.asarray(x), jnp.asarray(y))
-        mesh = jax.make_mesh((8,), ("data",))
+        # Auto (GSPMD) axes: under Explicit axes the matrix roots' while loops meet carries of
+        # different shardings, which these preconditioners do not handle yet.
+        mesh = jax.make_mesh((8,), ("data",), axis_types=(AxisType.Auto,))
         with jax.set_mesh(mesh):
             replicated = replicate(params, mesh)
             sharded = zero1(transform, mesh, "data")
             state = jax.jit(sharded.init)(replicated)
             trained = train(sharded, replicated, state, *shard_batch((x, y), mesh, "data"))
-        results[name] = max(
-            float(np.max(np.abs(np.asarray(a) - np.asarray(b)) / (1e-3 + np.abs(np.asarray(b)))))
-            for a, b in zip(jax.tree.leaves(trained), jax.tree.leaves(reference))
-        )
+        results[name] = {
+            "first_step": relative_difference(trained[0], reference[0]),
+            "last_step": relative_difference(trained[-1], reference[-1]),
+            "loss_ratio": float(mlp_loss(trained[-1], x, y) / mlp_loss(params, x, y)),
+        }
     print("RESULTS " + json.dumps(results), flush=True)
 
 
@@ -162,7 +176,16 @@ def zero1_results():
 
 @pytest.mark.parametrize("name", list(BUILDERS))
 def test_zero1_sharded_state_trains_like_one_device(zero1_results, name):
-    assert zero1_results[name] < 1e-3
+    result = zero1_results[name]
+    assert result["first_step"] < 1e-5
+    assert result["loss_ratio"] < 0.95
+    if name != "soap":
+        assert result["last_step"] < 1e-3
+    # SOAP is left out of the trajectory check: the right factor G^T G of the 16 x 64 weight has
+    # rank 16, so its eigenbasis is arbitrary in a 48-dimensional null space, and Adam there divides
+    # gradients of order 1e-9 by their own size. The all-reduce of the sharded gradient sums in
+    # another order, picks another null-space basis and moves those coordinates by O(lr) from the
+    # second step on; replicated parameters with a sharded batch and no zero1 part the same way.
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["zero1"]:
