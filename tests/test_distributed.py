@@ -237,6 +237,17 @@ def subprocess_env(device_count):
     return env
 
 
+def eight_device_results(script, mode: str) -> dict:
+    """Runs ``python script mode`` on 8 CPU devices and returns the JSON its worker prints after ``RESULTS``."""
+    process = subprocess.run(
+        [sys.executable, str(script), mode], env=subprocess_env(8), cwd=REPOSITORY,
+        capture_output=True, text=True, timeout=TIMEOUT,
+    )  # fmt: skip
+    assert process.returncode == 0, f"exit {process.returncode}:\n{process.stdout[-2000:]}\n{process.stderr[-4000:]}"
+    line = next(line for line in process.stdout.splitlines() if line.startswith("RESULTS "))
+    return json.loads(line[len("RESULTS ") :])
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -11,14 +11,13 @@ as JSON.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_distributed import REPOSITORY, subprocess_env
+from test_distributed import eight_device_results
 
 import gradtx
 from gradtx.sweep import config_grid, loss_curve, sweep
@@ -129,13 +128,7 @@ def run_zero1_checks() -> None:
 
 @pytest.fixture(scope="module")
 def zero1_results():
-    process = subprocess.run(
-        [sys.executable, __file__, "zero1"], env=subprocess_env(8), cwd=REPOSITORY,
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert process.returncode == 0, f"exit {process.returncode}:\n{process.stdout[-2000:]}\n{process.stderr[-4000:]}"
-    line = next(line for line in process.stdout.splitlines() if line.startswith("RESULTS "))
-    return json.loads(line[len("RESULTS ") :])
+    return eight_device_results(__file__, "zero1")
 
 
 @pytest.mark.parametrize("bits", [8, 4])

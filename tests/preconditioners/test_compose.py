@@ -14,7 +14,6 @@ K-FAC's compositions are in test_kfac.py (it needs its layer tags).
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import jax
@@ -26,7 +25,7 @@ import gradtx
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
-from test_distributed import REPOSITORY, subprocess_env  # noqa: E402
+from test_distributed import eight_device_results  # noqa: E402
 from test_lowbit_guarantees import mlp_data, mlp_loss, mlp_params  # noqa: E402
 
 STEPS = 6
@@ -165,13 +164,7 @@ def run_zero1_checks() -> None:
 
 @pytest.fixture(scope="module")
 def zero1_results():
-    process = subprocess.run(
-        [sys.executable, __file__, "zero1"], env=subprocess_env(8), cwd=REPOSITORY,
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert process.returncode == 0, f"exit {process.returncode}:\n{process.stdout[-2000:]}\n{process.stderr[-4000:]}"
-    line = next(line for line in process.stdout.splitlines() if line.startswith("RESULTS "))
-    return json.loads(line[len("RESULTS ") :])
+    return eight_device_results(__file__, "zero1")
 
 
 @pytest.mark.parametrize("name", list(BUILDERS))
